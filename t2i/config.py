@@ -1,0 +1,53 @@
+"""Hydra wiring: the only library module that imports Hydra or OmegaConf.
+
+``build(node, **runtime)`` instantiates a config node whose ``_target_`` names a class or function,
+adding values that depend on data (vocabulary size, embedding size) at the call site, as STYLE.md 3 asks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def build(node: Any, **runtime: Any) -> Any:
+    """Instantiate ``node`` (a config with ``_target_``), with ``runtime`` keyword arguments added.
+
+    Lists and dicts inside the node become plain Python containers, so library classes never see
+    OmegaConf objects.
+    """
+    if node is None:
+        raise ValueError("cannot build from an empty config node")
+    return instantiate(node, _convert_="all", **runtime)
+
+
+def to_container(node: Any) -> Any:
+    """A resolved plain ``dict``/``list`` copy of a config node (for checkpoints and exports)."""
+    if isinstance(node, DictConfig) or OmegaConf.is_config(node):
+        return OmegaConf.to_container(node, resolve=True)
+    return node
+
+
+def to_yaml(node: Any) -> str:
+    return OmegaConf.to_yaml(OmegaConf.create(to_container(node)))
+
+
+def from_container(data: dict) -> DictConfig:
+    """Back from a plain dict (as stored in a checkpoint) to a config that ``build`` accepts."""
+    return OmegaConf.create(data)
+
+
+def compose(config_name: str = "train", overrides: list[str] | None = None) -> DictConfig:
+    """Compose a config from ``conf/`` outside ``@hydra.main`` (tests, notebooks)."""
+    from hydra import compose as _compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return _compose(config_name=config_name, overrides=list(overrides or []))
