@@ -1,0 +1,305 @@
+"""One trainer for every GAN of the package (StackGAN, StackGAN++, AttnGAN, AttnGAN+DRAW).
+
+The loss objects own the maths (t2i/losses/); this module owns the optimisation: the numbered steps of a
+training step, mixed precision, EMA of the generator, checkpoints, resume, logging and export.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from t2i.errors import CheckpointError, TrainingError
+from t2i.runtime import DistInfo, Precision, rng_state, set_rng_state
+from t2i.structures import Batch, TextEmbedding
+from t2i.training.checkpoint import atomic_write, load_checkpoint, load_state_dict_strict, save_checkpoint
+from t2i.training.ema import EMA
+from t2i.training.logging import RunLogger
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_KIND = "gan"
+
+
+@dataclass
+class Phase:
+    """A span of training steps in which only ``stages`` are trained (StackGAN v1: Stage-I, then Stage-II)."""
+
+    steps: int
+    stages: list[int]
+
+
+@dataclass
+class GANTrainerSettings:
+    max_steps: int = 2000
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    ema_beta: float = 0.999
+    z_dim: int = 100
+    log_every: int = 20
+    image_every: int = 200
+    ckpt_every: int = 200
+    resume: str = "auto"
+    phases: list[Phase] | None = None
+    grad_clip: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class GANTrainer:
+    """Train a multi-stage generator against per-stage discriminators.
+
+    Args:
+        generator: ``forward(z, text: TextEmbedding) -> GeneratorOutput``.
+        discriminators: one per generator stage, lowest resolution first.
+        text_encoder: frozen DAMSM text encoder with ``encode(batch) -> TextEmbedding`` and
+            ``encode_captions(captions, lengths) -> TextEmbedding`` for the mismatched captions.
+        loss: ``t2i.losses.gan.GANLoss``: ``discriminator(i, d, real, fake, text, wrong_text)`` and
+            ``generator(output, discriminators, text, batch)``, each returning ``(loss, logs)``.
+        loader: yields :class:`t2i.structures.Batch`.
+        run_dir: checkpoints, TensorBoard logs and the export go here (rank 0 only).
+        model_spec: plain specs of generator/discriminators/text encoder, stored with checkpoints and
+            exports so that they rebuild themselves.
+        vocab: the vocabulary as a plain dict, stored with checkpoints and exports.
+        visualize: optional callback ``(trainer, step) -> None`` writing image grids/attention maps.
+    """
+
+    def __init__(self, generator: nn.Module, discriminators: nn.ModuleList, text_encoder: nn.Module,
+                 loss: nn.Module, loader, run_dir: str | Path, settings: GANTrainerSettings,
+                 precision: Precision, device: torch.device, model_spec: dict, vocab: dict,
+                 config: dict | None = None, dist: DistInfo | None = None,
+                 visualize: Callable[["GANTrainer", int], None] | None = None):
+        self.device = device
+        self.settings = s = settings
+        self.dist = dist or DistInfo()
+        self.generator = generator.to(device)
+        self.discriminators = discriminators.to(device)
+        self.text_encoder = text_encoder.to(device).eval().requires_grad_(False)
+        self.loss = loss.to(device)
+        self.loader = loader
+        self.run_dir = Path(run_dir)
+        self.precision = precision
+        self.model_spec = model_spec
+        self.vocab = vocab
+        self.config = config or {}
+        self.visualize = visualize
+        self.ema = EMA(self.generator, s.ema_beta)
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=s.lr_g, betas=s.betas)
+        self.opt_d = [torch.optim.Adam(d.parameters(), lr=s.lr_d, betas=s.betas) for d in self.discriminators]
+        self.scaler = precision.grad_scaler()
+        self.step = 0
+        self.logger = RunLogger(self.run_dir, enabled=self.dist.is_main)
+        self.fixed_noise: torch.Tensor | None = None
+        self.fixed_batch: Batch | None = None
+
+    # ------------------------------------------------------------------ schedule
+    def active_stages(self, step: int) -> list[int]:
+        """Stages trained at ``step`` (all of them unless phases are set)."""
+        n = len(self.discriminators)
+        if not self.settings.phases:
+            return list(range(n))
+        done = 0
+        for phase in self.settings.phases:
+            done += phase.steps
+            if step < done:
+                return list(phase.stages)
+        return list(self.settings.phases[-1].stages)
+
+    def _freeze_inactive(self, stages: list[int]) -> None:
+        if not self.settings.phases:
+            return
+        for i, stage in enumerate(self.generator.stage_modules()):
+            stage.requires_grad_(i in stages)
+
+    # ------------------------------------------------------------------ one step
+    def encode(self, batch: Batch) -> tuple[TextEmbedding, TextEmbedding | None]:
+        with torch.no_grad():
+            text = self.text_encoder.encode(batch)
+            wrong = None
+            if batch.wrong_captions is not None:
+                wrong = self.text_encoder.encode(Batch(images=[], captions=batch.wrong_captions,
+                                                       lengths=batch.wrong_lengths, class_ids=batch.class_ids,
+                                                       caption_texts=getattr(batch, "wrong_texts", [])))
+        return text, wrong
+
+    def train_step(self, batch: Batch) -> dict[str, float]:
+        batch = batch.to(self.device)
+        stages = self.active_stages(self.step)
+        self._freeze_inactive(stages)
+        logs: dict[str, float] = {}
+        # (1) encode text with the frozen DAMSM text encoder
+        text, wrong = self.encode(batch)
+        # (2) generate
+        z = torch.randn(len(batch), self.settings.z_dim, device=self.device)
+        with self.precision.autocast():
+            output = self.generator(z, text)
+        # (3) update each active stage's discriminator
+        for i in stages:
+            d, opt = self.discriminators[i], self.opt_d[i]
+            with self.precision.autocast():
+                loss_d, d_logs = self.loss.discriminator(i, d, batch.images[i], output.images[i].detach(), text, wrong)
+            self._check_finite(loss_d, f"loss_d stage {i + 1}")
+            opt.zero_grad(set_to_none=True)
+            self.scaler.scale(loss_d).backward()
+            self._clip_and_step(opt, d.parameters())
+            logs.update({f"d{i + 1}/{k}": v for k, v in d_logs.items()})
+        # (4) update the generator: adversarial + lambda x DAMSM + KL
+        for d in self.discriminators:
+            d.requires_grad_(False)
+        with self.precision.autocast():
+            loss_g, g_logs = self.loss.generator(output, self.discriminators, text, batch, stages)
+        for d in self.discriminators:
+            d.requires_grad_(True)
+        self._check_finite(loss_g, "loss_g")
+        self.opt_g.zero_grad(set_to_none=True)
+        self.scaler.scale(loss_g).backward()
+        self._clip_and_step(self.opt_g, self.generator.parameters())
+        self.scaler.update()
+        logs.update({f"g/{k}": v for k, v in g_logs.items()})
+        # (5) average the generator
+        self.ema.update()
+        self.step += 1
+        return logs
+
+    def _clip_and_step(self, opt: torch.optim.Optimizer, params) -> None:
+        if self.settings.grad_clip:
+            self.scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(params, self.settings.grad_clip)
+        self.scaler.step(opt)
+
+    def _check_finite(self, loss: torch.Tensor, what: str) -> None:
+        if not torch.isfinite(loss.detach()).all():
+            last = self.run_dir / "checkpoint.pt"
+            kept = f"the last good checkpoint {last} is kept" if last.exists() else "no checkpoint was written yet"
+            raise TrainingError(f"{what} became {loss.item()} at step {self.step}; {kept}; "
+                                "lower the learning rate or use train.precision=fp32, then resume")
+
+    # ------------------------------------------------------------------ loop
+    def fit(self) -> Path | None:
+        if self.settings.resume == "auto":
+            self.try_resume()
+        total = self.settings.max_steps
+        bar = tqdm(total=total, initial=self.step, desc="train", unit="it", disable=not self.dist.is_main,
+                   dynamic_ncols=True)
+        seen, t0 = 0, time.perf_counter()
+        epoch = 0
+        while self.step < total:
+            sampler = getattr(self.loader, "sampler", None)
+            if hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(epoch)
+            for batch in self.loader:
+                if self.fixed_batch is None:
+                    self.fixed_batch = batch
+                    self.fixed_noise = torch.randn(len(batch), self.settings.z_dim,
+                                                   generator=torch.Generator().manual_seed(0))
+                logs = self.train_step(batch)
+                seen += len(batch)
+                bar.update(1)
+                if self.step % self.settings.log_every == 0 or self.step == total:
+                    rate = seen / max(time.perf_counter() - t0, 1e-9)
+                    logs["images_per_s"] = rate
+                    self.logger.scalars(logs, self.step)
+                    bar.set_postfix({k.split("/")[-1] if k.startswith("g/") else k: f"{v:.3g}"
+                                     for k, v in logs.items() if k in ("g/total", "d1/total", "images_per_s")})
+                if self.visualize is not None and self.dist.is_main and (
+                        self.step % self.settings.image_every == 0 or self.step == total):
+                    self.visualize(self, self.step)
+                if self.step % self.settings.ckpt_every == 0 or self.step == total:
+                    self.save()
+                if self.step >= total:
+                    break
+            epoch += 1
+        bar.close()
+        self.logger.close()
+        return self.export() if self.dist.is_main else None
+
+    # ------------------------------------------------------------------ state
+    def state(self) -> dict:
+        return {
+            "step": self.step,
+            "generator": _unwrap(self.generator).state_dict(),
+            "ema": self.ema.state_dict(),
+            "discriminators": _unwrap(self.discriminators).state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": [o.state_dict() for o in self.opt_d],
+            "scaler": self.scaler.state_dict(),
+            "rng": rng_state(),
+            "model_spec": self.model_spec,
+            "config": self.config,
+            "vocab": self.vocab,
+        }
+
+    def save(self, path: str | Path | None = None) -> Path | None:
+        if not self.dist.is_main:
+            return None
+        path = Path(path) if path else self.run_dir / "checkpoint.pt"
+        return save_checkpoint(path, CHECKPOINT_KIND, self.state())
+
+    def load(self, path: str | Path) -> None:
+        data = load_checkpoint(path, CHECKPOINT_KIND)
+        if data.get("model_spec", {}).get("name") != self.model_spec.get("name"):
+            raise CheckpointError(f"{path} is a checkpoint of model {data.get('model_spec', {}).get('name')!r}, "
+                                  f"not {self.model_spec.get('name')!r}; use another run_dir or train.resume=never")
+        load_state_dict_strict(_unwrap(self.generator), data["generator"], "generator", path)
+        load_state_dict_strict(self.ema.shadow, data["ema"], "averaged generator", path)
+        load_state_dict_strict(_unwrap(self.discriminators), data["discriminators"], "discriminators", path)
+        self.opt_g.load_state_dict(data["opt_g"])
+        for opt, state in zip(self.opt_d, data["opt_d"]):
+            opt.load_state_dict(state)
+        self.scaler.load_state_dict(data["scaler"])
+        set_rng_state(data["rng"])
+        self.step = int(data["step"])
+
+    def try_resume(self) -> bool:
+        path = self.run_dir / "checkpoint.pt"
+        if not path.exists():
+            return False
+        self.load(path)
+        log.info("resumed from %s at step %d", path, self.step)
+        return True
+
+    def export(self, out_dir: str | Path | None = None) -> Path:
+        """Write the averaged generator, text encoder, vocabulary and specs: enough for generation."""
+        out = Path(out_dir) if out_dir else self.run_dir / "export"
+        out.mkdir(parents=True, exist_ok=True)
+        gen_state = {k: v.contiguous() for k, v in self.ema.shadow.state_dict().items()}
+        txt_state = {k: v.contiguous() for k, v in self.text_encoder.state_dict().items()}
+        atomic_write(out / "generator.safetensors", lambda tmp: save_file(gen_state, tmp))
+        atomic_write(out / "text_encoder.safetensors", lambda tmp: save_file(txt_state, tmp))
+        meta = {"format": "t2i-export", "version": 1, "kind": "gan", "step": self.step,
+                "model_spec": self.model_spec, "config": self.config}
+        _write_json(out / "model.json", meta)
+        _write_json(out / "vocab.json", self.vocab)
+        log.info("exported the averaged generator to %s", out)
+        return out
+
+
+def _unwrap(module: nn.Module) -> nn.Module:
+    return module.module if hasattr(module, "module") and isinstance(module, nn.parallel.DistributedDataParallel) else module
+
+
+def _write_json(path: Path, data: Any) -> None:
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=1, default=_json_default)
+    atomic_write(path, write)
+
+
+def _json_default(obj):
+    if isinstance(obj, (set, tuple)):
+        return list(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
