@@ -1,0 +1,290 @@
+"""Reader of CUB-200-2011 in AttnGAN's layout (also written by the synthetic bird renderer).
+
+Layout under ``root`` (AttnGAN's ``data/birds``: ``birds.zip`` metadata + ``CUB_200_2011.tgz``)::
+
+    CUB_200_2011/images.txt                 "<image_id> <class_dir>/<name>.jpg"
+    CUB_200_2011/bounding_boxes.txt         "<image_id> <x> <y> <w> <h>"
+    CUB_200_2011/image_class_labels.txt     "<image_id> <class_id>"          (optional)
+    CUB_200_2011/train_test_split.txt       "<image_id> <is_train>"          (split_source="official")
+    CUB_200_2011/images/<key>.jpg
+    CUB_200_2011/attributes/image_attribute_labels.txt   (optional, with attributes.txt)
+    text/<key>.txt                          captions, one per line (CUB: 10)
+    {train,test}/filenames.pickle           list of keys (AttnGAN split: 150 / 50 species)
+    {train,test}/class_info.pickle          class id of each key
+
+This mirrors AttnGAN ``code/datasets.py`` (``load_bbox``, ``load_captions``, ``load_filenames``,
+``load_class_id``); the metadata pickles are read with :mod:`t2i.data.safe_pickle`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from t2i.data.safe_pickle import safe_load
+from t2i.data.text import Vocabulary, is_usable_caption, tokenize
+from t2i.errors import DataError
+from t2i.structures import Record
+
+__all__ = ["CUBSource", "SourceBase", "read_caption_file", "SPLITS"]
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "test")
+VOCAB_FILE = "vocab.json"
+ATTNGAN_CAPTIONS = "captions.pickle"
+
+
+def read_caption_file(path: str | os.PathLike, captions_per_image: int) -> list[str]:
+    """The first ``captions_per_image`` captions of a caption file, as AttnGAN's ``load_captions``.
+
+    Lines are split on ``\\n``; empty lines and lines with no ``\\w+`` token are skipped (AttnGAN
+    skips them too). The file is decoded as UTF-8 with invalid bytes replaced by U+FFFD (the
+    tokenizer turns AttnGAN's ``\\ufffd\\ufffd`` into a space).
+
+    Raises:
+        DataError: the file is missing, or has fewer usable captions than asked for (AttnGAN only
+            prints an error and then silently misaligns its caption table).
+    """
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        raise DataError(f"caption file {path} does not exist; see data/README.md for the expected layout") from None
+    except OSError as exc:
+        raise DataError(f"cannot read caption file {path}: {exc}") from None
+    captions = []
+    for line in text.split("\n"):
+        line = line.rstrip("\r")
+        if not is_usable_caption(line):
+            continue
+        captions.append(line)
+        if len(captions) == captions_per_image:
+            break
+    if len(captions) < captions_per_image:
+        raise DataError(f"caption file {path} has {len(captions)} usable captions, fewer than "
+                        f"captions_per_image={captions_per_image}; fix the file or lower captions_per_image")
+    return captions
+
+
+def _read_table(path: Path, min_fields: int) -> list[list[str]]:
+    if not path.is_file():
+        raise DataError(f"{path} does not exist; see data/README.md for the expected layout")
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) < min_fields:
+            raise DataError(f"{path} line {n}: expected at least {min_fields} fields, found {len(fields)}")
+        rows.append(fields)
+    return rows
+
+
+class SourceBase:
+    """What every data source offers: records per split, a cached vocabulary, attribute schema.
+
+    Subclasses implement :meth:`_read_records` and set ``name``, ``root``, ``captions_per_image``.
+    """
+
+    name = "source"
+    root: Path
+    captions_per_image: int
+
+    def __init__(self) -> None:
+        self._records: dict[str, list[Record]] = {}
+        self._vocab: Vocabulary | None = None
+
+    def records(self, split: str) -> list[Record]:
+        """All records of ``split`` (``train`` or ``test``), read once and cached."""
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
+        if split not in self._records:
+            self._records[split] = self._read_records(split)
+            log.info("%s: %d %s records from %s", self.name, len(self._records[split]), split, self.root)
+        return self._records[split]
+
+    def _read_records(self, split: str) -> list[Record]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def vocabulary(self) -> Vocabulary:
+        """The vocabulary of train + test captions (AttnGAN ``build_dictionary``), cached on disk.
+
+        Order of preference: ``<root>/vocab.json``; AttnGAN's ``<root>/captions.pickle`` (so that
+        released AttnGAN/DAMSM weights see the word ids they were trained with); else built from
+        the captions and saved as ``<root>/vocab.json``.
+        """
+        if self._vocab is not None:
+            return self._vocab
+        cache = self.root / VOCAB_FILE
+        if cache.is_file():
+            self._vocab = Vocabulary.load(cache)
+            log.info("loaded vocabulary (%d tokens) from %s", len(self._vocab), cache)
+            return self._vocab
+        attngan = self.root / ATTNGAN_CAPTIONS
+        if attngan.is_file():
+            vocab = Vocabulary.from_attngan_captions_pickle(attngan)
+            log.info("vocabulary (%d tokens) from AttnGAN's %s", len(vocab), attngan)
+        else:
+            captions = [tokenize(c) for split in SPLITS for r in self.records(split) for c in r.captions]
+            vocab = Vocabulary.build(captions, min_count=0)
+            log.info("built vocabulary (%d tokens) from %d captions", len(vocab), len(captions))
+        try:
+            vocab.save(cache)
+        except OSError as exc:
+            log.warning("could not cache the vocabulary at %s: %s", cache, exc)
+        self._vocab = vocab
+        return vocab
+
+    def attribute_schema(self) -> dict[str, list[str]] | None:
+        """``{part: [values]}`` of the per-image attributes, or None when the data set has none."""
+        return None
+
+
+class CUBSource(SourceBase):
+    """CUB-200-2011 (or the synthetic birds) in AttnGAN's layout.
+
+    Args:
+        root: data directory (``data/birds`` in AttnGAN; ``data/synthbirds`` for the embedded set).
+        captions_per_image: captions read per image (CUB: 10).
+        split_source: ``pickle`` uses AttnGAN's ``{split}/filenames.pickle`` and
+            ``class_info.pickle``; ``official`` uses CUB's ``train_test_split.txt`` and
+            ``image_class_labels.txt``.
+    """
+
+    name = "cub"
+    LAYOUT = ("CUB_200_2011/{images.txt, bounding_boxes.txt, images/}, text/<key>.txt, "
+              "{train,test}/filenames.pickle")
+
+    def __init__(self, root: str | os.PathLike, captions_per_image: int = 10, split_source: str = "pickle"):
+        super().__init__()
+        if split_source not in ("pickle", "official"):
+            raise ValueError(f"split_source must be 'pickle' or 'official', not {split_source!r}")
+        if captions_per_image < 1:
+            raise ValueError(f"captions_per_image must be >= 1, not {captions_per_image}")
+        self.root = Path(root)
+        self.captions_per_image = captions_per_image
+        self.split_source = split_source
+        self.cub_dir = self.root / "CUB_200_2011"
+        if not self.cub_dir.is_dir():
+            raise DataError(f"CUB data not found under {self.root}: expected {self.LAYOUT}; "
+                            "see data/README.md, or set data.root=...")
+        self._meta: dict | None = None
+        self._schema: dict[str, list[str]] | None = None
+
+    # ------------------------------------------------------------------ metadata tables
+    def _metadata(self) -> dict:
+        if self._meta is not None:
+            return self._meta
+        images = {int(r[0]): r[1] for r in _read_table(self.cub_dir / "images.txt", 2)}
+        key_to_id = {os.path.splitext(p)[0]: i for i, p in images.items()}
+        bboxes = {int(r[0]): tuple(float(v) for v in r[1:5])
+                  for r in _read_table(self.cub_dir / "bounding_boxes.txt", 5)}
+        labels_path = self.cub_dir / "image_class_labels.txt"
+        labels = ({int(r[0]): int(r[1]) for r in _read_table(labels_path, 2)} if labels_path.is_file() else {})
+        self._meta = {"images": images, "key_to_id": key_to_id, "bboxes": bboxes, "labels": labels,
+                      "attributes": self._read_attributes()}
+        return self._meta
+
+    def _attribute_names_path(self) -> Path | None:
+        # synthetic birds: CUB_200_2011/attributes/attributes.txt; the CUB tgz: attributes.txt beside
+        # CUB_200_2011/ (AttnGAN's root) or inside it.
+        for p in (self.cub_dir / "attributes" / "attributes.txt", self.root / "attributes.txt",
+                  self.cub_dir / "attributes.txt"):
+            if p.is_file():
+                return p
+        return None
+
+    def _read_attributes(self) -> dict[int, dict[str, str]] | None:
+        """Per-image ``{part: value}`` from ``image_attribute_labels.txt``.
+
+        Attribute names are ``has_<part>::<value>``. For each part the present value with the
+        lowest attribute id is kept (CUB annotators may mark several; their certainty column is
+        ignored). Parts with no present value are left out of the image's dict.
+        """
+        labels_path = self.cub_dir / "attributes" / "image_attribute_labels.txt"
+        names_path = self._attribute_names_path()
+        if not labels_path.is_file() or names_path is None:
+            return None
+        attr = {}  # attribute id -> (part, value)
+        schema: dict[str, list[str]] = {}
+        for r in _read_table(names_path, 2):
+            full = r[1]
+            if "::" not in full:
+                raise DataError(f"{names_path}: attribute {full!r} is not of the form has_<part>::<value>")
+            part, value = full.split("::", 1)
+            part = part[4:] if part.startswith("has_") else part
+            attr[int(r[0])] = (part, value)
+            schema.setdefault(part, []).append(value)
+        per_image: dict[int, dict[str, tuple[int, str]]] = {}
+        # Real CUB has a few lines with an extra column; only the first three fields are used.
+        for r in _read_table(labels_path, 3):
+            if r[2] != "1":
+                continue
+            image_id, attr_id = int(r[0]), int(r[1])
+            if attr_id not in attr:
+                raise DataError(f"{labels_path}: attribute id {attr_id} is not in {names_path}")
+            part, value = attr[attr_id]
+            current = per_image.setdefault(image_id, {})
+            if part not in current or attr_id < current[part][0]:
+                current[part] = (attr_id, value)
+        self._schema = schema
+        return {i: {p: v for p, (_, v) in parts.items()} for i, parts in per_image.items()}
+
+    def attribute_schema(self) -> dict[str, list[str]] | None:
+        meta = self._metadata()
+        return None if meta["attributes"] is None else {p: list(v) for p, v in self._schema.items()}
+
+    # ------------------------------------------------------------------ splits
+    def _split_keys(self, split: str) -> tuple[list[str], list[int]]:
+        meta = self._metadata()
+        if self.split_source == "official":
+            rows = _read_table(self.cub_dir / "train_test_split.txt", 2)
+            want = "1" if split == "train" else "0"
+            ids = [int(r[0]) for r in rows if r[1] == want]
+            if not meta["labels"]:
+                raise DataError(f"{self.cub_dir / 'image_class_labels.txt'} is needed with split_source=official")
+            return ([os.path.splitext(meta["images"][i])[0] for i in ids], [meta["labels"][i] for i in ids])
+        split_dir = self.root / split
+        names = safe_load(split_dir / "filenames.pickle")
+        if not isinstance(names, (list, tuple)) or not all(isinstance(n, (str, bytes)) for n in names):
+            raise DataError(f"{split_dir / 'filenames.pickle'} must hold a list of file keys")
+        keys = [n.decode("latin1") if isinstance(n, bytes) else n for n in names]
+        info_path = split_dir / "class_info.pickle"
+        if info_path.is_file():
+            class_ids = [int(c) for c in safe_load(info_path)]
+            if len(class_ids) != len(keys):
+                raise DataError(f"{info_path} has {len(class_ids)} class ids for {len(keys)} filenames")
+        elif meta["labels"]:
+            class_ids = [meta["labels"][self._image_id(k)] for k in keys]
+        else:  # AttnGAN load_class_id: np.arange(total_num)
+            class_ids = list(range(len(keys)))
+        return keys, class_ids
+
+    def _image_id(self, key: str) -> int:
+        try:
+            return self._metadata()["key_to_id"][key]
+        except KeyError:
+            raise DataError(f"image {key!r} is not listed in {self.cub_dir / 'images.txt'}") from None
+
+    def _read_records(self, split: str) -> list[Record]:
+        meta = self._metadata()
+        keys, class_ids = self._split_keys(split)
+        records = []
+        for key, class_id in zip(keys, class_ids):
+            image_id = self._image_id(key)
+            if image_id not in meta["bboxes"]:
+                raise DataError(f"image {key!r} (id {image_id}) has no line in {self.cub_dir / 'bounding_boxes.txt'}")
+            attributes = None
+            if meta["attributes"] is not None:
+                attributes = dict(meta["attributes"].get(image_id, {}))
+            records.append(Record(
+                key=key,
+                image_path=self.cub_dir / "images" / meta["images"][image_id],
+                captions=read_caption_file(self.root / "text" / f"{key}.txt", self.captions_per_image),
+                class_id=class_id,
+                bbox=meta["bboxes"][image_id],
+                attributes=attributes,
+            ))
+        return records

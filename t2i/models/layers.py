@@ -1,0 +1,153 @@
+"""Building blocks shared by the GAN generators and discriminators.
+
+The blocks follow the helper functions of the reference implementations (AttnGAN ``code/model.py``,
+StackGAN++ ``code/model.py``, StackGAN-Pytorch ``code/model.py``) layer for layer, so parameter counts
+match: 3x3 and 4x4 convolutions have no bias, every block has BatchNorm, and GLU halves the channels
+(a block producing ``out`` channels with GLU convolves to ``2 * out`` first).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TypeVar
+
+import torch
+from torch import Tensor, nn
+
+T = TypeVar("T")
+
+ACTIVATIONS = ("glu", "relu", "leaky_relu")
+
+
+def cast_tuple(value: T | Sequence[T], length: int, name: str = "value") -> tuple[T, ...]:
+    """A per-stage setting given as a scalar or a sequence, as a tuple of ``length`` (STYLE.md 2).
+
+    Raises:
+        ValueError: a sequence of the wrong length (the message names the setting and both lengths).
+    """
+    if isinstance(value, (list, tuple)):
+        if len(value) != length:
+            raise ValueError(f"{name} has {len(value)} entries but there are {length} stages; "
+                             f"give one value or one per stage")
+        return tuple(value)
+    return (value,) * length
+
+
+def conv3x3(in_channels: int, out_channels: int, bias: bool = False) -> nn.Conv2d:
+    """3x3 convolution, stride 1, padding 1, no bias (the references' ``conv3x3``)."""
+    return nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=1, bias=bias)
+
+
+def make_activation(kind: str) -> nn.Module:
+    """``glu`` (halves channels, ``a * sigmoid(b)`` as the references' GLU), ``relu`` or ``leaky_relu`` (0.2)."""
+    if kind == "glu":
+        return nn.GLU(dim=1)  # x[:, :C/2] * sigmoid(x[:, C/2:]), exactly the references' GLU module
+    if kind == "relu":
+        return nn.ReLU(inplace=True)
+    if kind == "leaky_relu":
+        return nn.LeakyReLU(0.2, inplace=True)
+    raise ValueError(f"unknown activation {kind!r}; choose one of {', '.join(ACTIVATIONS)}")
+
+
+def _width(channels: int, activation: str) -> int:
+    return 2 * channels if activation == "glu" else channels
+
+
+class ConvBlock(nn.Sequential):
+    """conv3x3 -> BatchNorm -> activation, keeping the size.
+
+    AttnGAN/StackGAN++ ``Block3x3_relu`` (GLU) and ``Block3x3_leakRelu``; StackGAN ``hr_joint`` (ReLU).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, activation: str = "glu"):
+        width = _width(out_channels, activation)
+        super().__init__(conv3x3(in_channels, width), nn.BatchNorm2d(width), make_activation(activation))
+
+
+class UpBlock(nn.Sequential):
+    """Nearest x2 upsampling -> conv3x3 -> BatchNorm -> activation (the references' ``upBlock``).
+
+    Args:
+        in_channels / out_channels: channels before and after (GLU convolves to ``2 * out_channels``).
+        activation: ``glu`` (AttnGAN, StackGAN++) or ``relu`` (StackGAN v1).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, activation: str = "glu"):
+        width = _width(out_channels, activation)
+        super().__init__(nn.Upsample(scale_factor=2, mode="nearest"), conv3x3(in_channels, width),
+                         nn.BatchNorm2d(width), make_activation(activation))
+
+
+class DownBlock(nn.Sequential):
+    """4x4 stride-2 convolution (no bias) -> [BatchNorm] -> activation: halves the size (``downBlock``)."""
+
+    def __init__(self, in_channels: int, out_channels: int, norm: bool = True,
+                 activation: str = "leaky_relu"):
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, out_channels, 4, 2, 1, bias=False)]
+        if norm:
+            layers.append(nn.BatchNorm2d(out_channels))
+        layers.append(make_activation(activation))
+        super().__init__(*layers)
+
+
+class ResBlock(nn.Module):
+    """Residual block at constant width.
+
+    ``glu`` (AttnGAN, StackGAN++): ``x + BN(conv(GLU(BN(conv(x)))))`` with the first conv to ``2C``.
+    ``relu`` (StackGAN v1): ``ReLU(x + BN(conv(ReLU(BN(conv(x))))))``.
+    """
+
+    def __init__(self, channels: int, activation: str = "glu"):
+        super().__init__()
+        if activation not in ("glu", "relu"):
+            raise ValueError(f"ResBlock activation must be glu or relu, got {activation!r}")
+        width = _width(channels, activation)
+        self.block = nn.Sequential(conv3x3(channels, width), nn.BatchNorm2d(width), make_activation(activation),
+                                   conv3x3(channels, channels), nn.BatchNorm2d(channels))
+        self.out_act = nn.ReLU(inplace=True) if activation == "relu" else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``[B, C, H, W] -> [B, C, H, W]``."""
+        return self.out_act(x + self.block(x))
+
+
+def tile(vector: Tensor, size: int) -> Tensor:
+    """``[B, D] -> [B, D, size, size]`` (the references' ``view(-1, D, 1, 1).repeat(1, 1, s, s)``)."""
+    return vector[:, :, None, None].expand(-1, -1, size, size)
+
+
+def log2_int(value: int, name: str) -> int:
+    """``log2(value)`` for a power of two; ValueError otherwise."""
+    n = int(round(math.log2(value))) if value > 0 else -1
+    if n < 0 or 2 ** n != value:
+        raise ValueError(f"{name} must be a power of two, got {value}")
+    return n
+
+
+INIT_SCHEMES = ("orthogonal", "normal", "default")
+
+
+@torch.no_grad()
+def init_weights(module: nn.Module, scheme: str = "orthogonal") -> None:
+    """Initialise as the references' ``weights_init``.
+
+    ``orthogonal`` (AttnGAN, StackGAN++): conv and linear weights orthogonal (gain 1), biases 0.
+    ``normal`` (StackGAN v1): conv and linear weights N(0, 0.02), biases 0. In both, BatchNorm weights
+    N(1, 0.02) and biases 0. ``default`` keeps PyTorch's initialisation.
+    """
+    if scheme not in INIT_SCHEMES:
+        raise ValueError(f"unknown init scheme {scheme!r}; choose one of {', '.join(INIT_SCHEMES)}")
+    if scheme == "default":
+        return
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            if scheme == "orthogonal":
+                nn.init.orthogonal_(m.weight, 1.0)
+            else:
+                nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)

@@ -1,0 +1,207 @@
+"""Text2ImagePipeline: caption(s) -> images, per-stage images, word-attention maps and DRAW canvases.
+
+Loads an exported model directory (written by the trainers' ``export()``)::
+
+    export/
+      model.json                 kind, step, model_spec (generator/text encoder specs), training config
+      generator.safetensors      the averaged (EMA) generator
+      text_encoder.safetensors   the frozen DAMSM text encoder
+      vocab.json                 the vocabulary
+
+No training config, data set or Hydra is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from safetensors.torch import load_file
+from torch import Tensor
+
+from t2i.data.text import Vocabulary, tokenize
+from t2i.errors import CaptionError, CheckpointError
+from t2i.models.factory import build_from_spec
+from t2i.runtime import Precision
+from t2i.structures import Batch, TextEmbedding
+from t2i.training.checkpoint import load_state_dict_strict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EncodedCaptions:
+    """Captions after tokenisation: ids ``[B, T]``, lengths ``[B]``, the kept words and the dropped ones."""
+
+    ids: Tensor
+    lengths: Tensor
+    words: list[list[str]]
+    unknown: list[list[str]]
+    texts: list[str]
+
+
+@dataclass
+class PipelineOutput:
+    """Generated images ``[N, 3, H, W]`` in [-1, 1] (final stage), plus everything to explain them.
+
+    ``stage_images``: per stage ``[N, 3, H_s, W_s]``; ``attn_maps``: per attention stage ``[N, T, h, w]``;
+    ``words``: the words each row of the attention maps refers to; ``canvases``: DRAW canvas steps
+    ``[N, steps, 3, H, W]`` or None; ``captions``: the caption of each image.
+    """
+
+    images: Tensor
+    stage_images: list[Tensor]
+    attn_maps: list[Tensor]
+    words: list[list[str]]
+    captions: list[str]
+    canvases: Tensor | None = None
+    unknown: list[list[str]] = field(default_factory=list)
+
+
+class Text2ImagePipeline:
+    """Generate images from captions with a trained generator and its text encoder."""
+
+    def __init__(self, generator: torch.nn.Module, text_encoder: torch.nn.Module, vocab: Vocabulary,
+                 z_dim: int, words_num: int = 18, device: str | torch.device = "cpu", precision: str = "fp32"):
+        self.device = torch.device(device)
+        self.generator = generator.to(self.device).eval().requires_grad_(False)
+        self.text_encoder = text_encoder.to(self.device).eval().requires_grad_(False)
+        self.vocab = vocab
+        self.z_dim = z_dim
+        self.words_num = words_num
+        self.precision = Precision(precision, self.device)
+
+    @classmethod
+    def from_export(cls, path: str | Path, device: str | torch.device = "cpu", precision: str = "fp32"):
+        path = Path(path)
+        meta_path = path / "model.json"
+        if not meta_path.is_file():
+            raise CheckpointError(f"{path} is not an exported t2i model (no model.json); "
+                                  "export one by training with tools/train.py, or pass checkpoint=<run>/export")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(f"{meta_path} is not valid JSON ({exc.msg}); re-export the model") from None
+        if meta.get("format") != "t2i-export":
+            raise CheckpointError(f"{meta_path} is not a t2i export (format tag missing)")
+        if meta.get("kind") not in ("gan", "aligndraw"):
+            raise CheckpointError(f"{path} holds a '{meta.get('kind')}' model, which cannot generate from captions")
+        spec = meta["model_spec"]
+        generator = build_from_spec(spec["generator"])
+        text_encoder = build_from_spec(spec["text_encoder"])
+        load_state_dict_strict(generator, _load_tensors(path / "generator.safetensors"), "generator", path)
+        load_state_dict_strict(text_encoder, _load_tensors(path / "text_encoder.safetensors"), "text encoder", path)
+        vocab = Vocabulary.load(path / "vocab.json")
+        return cls(generator, text_encoder, vocab, z_dim=int(spec["z_dim"]), words_num=int(spec.get("words_num", 18)),
+                   device=device, precision=precision)
+
+    # ------------------------------------------------------------------ text
+    def encode_captions(self, captions: Sequence[str]) -> EncodedCaptions:
+        """Tokenise as AttnGAN does; unknown words are dropped with a warning.
+
+        Raises:
+            CaptionError: a caption that is empty or has no known word.
+        """
+        if isinstance(captions, str):
+            captions = [captions]
+        ids, kept_words, unknown_words = [], [], []
+        for caption in captions:
+            tokens = tokenize(caption)
+            if not tokens:
+                raise CaptionError(f"caption {caption!r} has no words; give a description such as 'a bird with a green crown'")
+            unknown: list[str] = []
+            kept = [t for t in tokens if self.vocab.encode([t], unknown_words=unknown)]
+            if not kept:
+                raise CaptionError(f"none of the words of {caption!r} is in the model's vocabulary; "
+                                   f"try words like {', '.join(w for w, _ in self.vocab.most_common(8) if w not in ('<end>', '<unk>'))}")
+            if unknown:
+                log.warning("unknown words dropped from %r: %s", caption, ", ".join(unknown))
+            if len(kept) > self.words_num:
+                log.warning("caption %r has %d known words; keeping the first %d", caption, len(kept), self.words_num)
+                kept = kept[: self.words_num]
+            ids.append(self.vocab.encode(kept))
+            kept_words.append(kept)
+            unknown_words.append(unknown)
+        lengths = torch.tensor([len(x) for x in ids])
+        padded = torch.zeros(len(ids), int(lengths.max()), dtype=torch.long)
+        for i, row in enumerate(ids):
+            padded[i, : len(row)] = torch.tensor(row)
+        return EncodedCaptions(padded, lengths, kept_words, unknown_words, list(captions))
+
+    @torch.no_grad()
+    def embed(self, encoded: EncodedCaptions) -> TextEmbedding:
+        batch = Batch(images=[], captions=encoded.ids.to(self.device), lengths=encoded.lengths.to(self.device),
+                      class_ids=torch.zeros(len(encoded.lengths), dtype=torch.long, device=self.device),
+                      caption_texts=[" ".join(w) for w in encoded.words])
+        return self.text_encoder.encode(batch)
+
+    # ------------------------------------------------------------------ images
+    def noise(self, n: int, seed: int) -> Tensor:
+        return torch.randn(n, self.z_dim, generator=torch.Generator().manual_seed(seed)).to(self.device)
+
+    @torch.no_grad()
+    def generate(self, text: TextEmbedding, noise: Tensor) -> PipelineOutput:
+        with self.precision.autocast():
+            out = self.generator(noise, text)
+        canvases = out.canvases.float() if out.canvases is not None else None
+        return PipelineOutput(images=out.images[-1].float(), stage_images=[x.float() for x in out.images],
+                              attn_maps=[a.float() for a in out.attn_maps], words=[], captions=[],
+                              canvases=canvases)
+
+    def __call__(self, captions: str | Sequence[str], num_images: int = 1, seed: int = 0) -> PipelineOutput:
+        """``num_images`` images for every caption (rows: caption 0's images first)."""
+        encoded = self.encode_captions(captions)
+        text = self.embed(encoded)
+        reps = torch.arange(len(encoded.texts)).repeat_interleave(num_images).to(self.device)
+        text = TextEmbedding(text.words[reps], text.sentence[reps], text.pad_mask[reps])
+        out = self.generate(text, self.noise(len(reps), seed))
+        out.words = [encoded.words[i] for i in reps.tolist()]
+        out.captions = [encoded.texts[i] for i in reps.tolist()]
+        out.unknown = encoded.unknown
+        return out
+
+    def interpolate_captions(self, caption_a: str, caption_b: str, steps: int = 8, seed: int = 0) -> PipelineOutput:
+        """Same noise, sentence vector interpolated linearly from caption A to caption B.
+
+        Word features are taken from the nearer caption, so attention stages stay well defined.
+        """
+        encoded = self.encode_captions([caption_a, caption_b])
+        text = self.embed(encoded)
+        alphas = torch.linspace(0, 1, steps, device=self.device)
+        sent = torch.lerp(text.sentence[0:1].expand(steps, -1), text.sentence[1:2].expand(steps, -1), alphas[:, None])
+        nearer = (alphas >= 0.5).long()
+        mixed = TextEmbedding(text.words[nearer], sent, text.pad_mask[nearer])
+        out = self.generate(mixed, self.noise(1, seed).expand(steps, -1))
+        out.words = [encoded.words[i] for i in nearer.tolist()]
+        out.captions = [f"{a:.2f}" for a in alphas.tolist()]
+        return out
+
+    def interpolate_noise(self, caption: str, steps: int = 8, seed_a: int = 0, seed_b: int = 1) -> PipelineOutput:
+        """One caption, noise moved along the great circle (slerp) between two seeds."""
+        encoded = self.encode_captions([caption])
+        text = self.embed(encoded)
+        za, zb = self.noise(1, seed_a)[0], self.noise(1, seed_b)[0]
+        omega = torch.arccos(torch.clamp(torch.dot(za / za.norm(), zb / zb.norm()), -1, 1))
+        alphas = torch.linspace(0, 1, steps, device=self.device)
+        if omega.abs() < 1e-6:
+            z = torch.lerp(za.expand(steps, -1), zb.expand(steps, -1), alphas[:, None])
+        else:
+            z = (torch.sin((1 - alphas) * omega)[:, None] * za + torch.sin(alphas * omega)[:, None] * zb) / torch.sin(omega)
+        idx = torch.zeros(steps, dtype=torch.long, device=self.device)
+        out = self.generate(TextEmbedding(text.words[idx], text.sentence[idx], text.pad_mask[idx]), z)
+        out.words = [encoded.words[0]] * steps
+        out.captions = [caption] * steps
+        return out
+
+
+def _load_tensors(path: Path) -> dict[str, Tensor]:
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing; the export is incomplete, export the model again")
+    try:
+        return load_file(str(path))
+    except Exception as exc:
+        raise CheckpointError(f"cannot read {path}: {str(exc)[:150]}; export the model again") from None
