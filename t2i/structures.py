@@ -94,6 +94,7 @@ class Batch(_TensorStruct):
         keys: record keys, same order as the tensors.
         caption_texts: the caption strings that were tokenised.
         caption_ids: ``[B]`` which of the record's captions was used.
+        wrong_texts: the mismatched caption strings (for encoders that tokenise text themselves).
     """
 
     images: list[Tensor]
@@ -105,6 +106,7 @@ class Batch(_TensorStruct):
     keys: list[str] = field(default_factory=list)
     caption_texts: list[str] = field(default_factory=list)
     caption_ids: Tensor | None = None
+    wrong_texts: list[str] = field(default_factory=list)
 
     @property
     def pad_mask(self) -> Tensor:

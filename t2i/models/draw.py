@@ -93,7 +93,9 @@ def attention_window(params: Tensor, n: int, height: int, width: int) -> Attenti
     Returns:
         The :class:`AttentionWindow`.
     """
-    gx_t, gy_t, log_sigma2, log_delta_t, log_gamma = params.float().unbind(-1)
+    if params.dtype in (torch.float16, torch.bfloat16):  # exp() and the Gaussians need float32 range
+        params = params.float()
+    gx_t, gy_t, log_sigma2, log_delta_t, log_gamma = params.unbind(-1)
     g_x = (width + 1) / 2 * (gx_t + 1)  # Eq. (22)
     g_y = (height + 1) / 2 * (gy_t + 1)  # Eq. (23)
     # Eq. (24); with a single filter the stride is irrelevant (its offset is 0), so avoid dividing by 0.

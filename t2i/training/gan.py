@@ -64,21 +64,23 @@ class GANTrainer:
         discriminators: one per generator stage, lowest resolution first.
         text_encoder: frozen DAMSM text encoder with ``encode(batch) -> TextEmbedding`` and
             ``encode_captions(captions, lengths) -> TextEmbedding`` for the mismatched captions.
-        loss: ``t2i.losses.gan.GANLoss``: ``discriminator(i, d, real, fake, text, wrong_text)`` and
-            ``generator(output, discriminators, text, batch)``, each returning ``(loss, logs)``.
+        loss: :class:`t2i.losses.gan.GANLoss` (conditions, per-stage D loss, G loss), each returning
+            ``(loss, logs)``.
         loader: yields :class:`t2i.structures.Batch`.
         run_dir: checkpoints, TensorBoard logs and the export go here (rank 0 only).
         model_spec: plain specs of generator/discriminators/text encoder, stored with checkpoints and
             exports so that they rebuild themselves.
         vocab: the vocabulary as a plain dict, stored with checkpoints and exports.
         visualize: optional callback ``(trainer, step) -> None`` writing image grids/attention maps.
+        image_levels: for each stage, the index into ``batch.images`` of its real images (default: same index).
     """
 
     def __init__(self, generator: nn.Module, discriminators: nn.ModuleList, text_encoder: nn.Module,
                  loss: nn.Module, loader, run_dir: str | Path, settings: GANTrainerSettings,
                  precision: Precision, device: torch.device, model_spec: dict, vocab: dict,
                  config: dict | None = None, dist: DistInfo | None = None,
-                 visualize: Callable[["GANTrainer", int], None] | None = None):
+                 visualize: Callable[["GANTrainer", int], None] | None = None,
+                 image_levels: list[int] | None = None):
         self.device = device
         self.settings = s = settings
         self.dist = dist or DistInfo()
@@ -93,6 +95,8 @@ class GANTrainer:
         self.vocab = vocab
         self.config = config or {}
         self.visualize = visualize
+        # Which entry of ``batch.images`` each stage is trained against (StackGAN v1: 64 and 256 px).
+        self.image_levels = image_levels or list(range(len(discriminators)))
         self.ema = EMA(self.generator, s.ema_beta)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=s.lr_g, betas=s.betas)
         self.opt_d = [torch.optim.Adam(d.parameters(), lr=s.lr_d, betas=s.betas) for d in self.discriminators]
@@ -116,10 +120,10 @@ class GANTrainer:
         return list(self.settings.phases[-1].stages)
 
     def _freeze_inactive(self, stages: list[int]) -> None:
-        if not self.settings.phases:
-            return
-        for i, stage in enumerate(self.generator.stage_modules()):
-            stage.requires_grad_(i in stages)
+        """StackGAN v1: once a phase trains later stages only, the earlier ones are frozen for good."""
+        for i in range(min(stages)):
+            if i not in self.generator.frozen:
+                self.generator.freeze_stage(i)
 
     # ------------------------------------------------------------------ one step
     def encode(self, batch: Batch) -> tuple[TextEmbedding, TextEmbedding | None]:
@@ -129,7 +133,7 @@ class GANTrainer:
             if batch.wrong_captions is not None:
                 wrong = self.text_encoder.encode(Batch(images=[], captions=batch.wrong_captions,
                                                        lengths=batch.wrong_lengths, class_ids=batch.class_ids,
-                                                       caption_texts=getattr(batch, "wrong_texts", [])))
+                                                       caption_texts=batch.wrong_texts))
         return text, wrong
 
     def train_step(self, batch: Batch) -> dict[str, float]:
@@ -143,11 +147,13 @@ class GANTrainer:
         z = torch.randn(len(batch), self.settings.z_dim, device=self.device)
         with self.precision.autocast():
             output = self.generator(z, text)
+        cond, wrong_cond = self.loss.conditions(output, text, wrong, self.generator)
         # (3) update each active stage's discriminator
         for i in stages:
             d, opt = self.discriminators[i], self.opt_d[i]
             with self.precision.autocast():
-                loss_d, d_logs = self.loss.discriminator(i, d, batch.images[i], output.images[i].detach(), text, wrong)
+                loss_d, d_logs = self.loss.discriminator(d, batch.images[self.image_levels[i]], output.images[i], cond,
+                                                         wrong_cond, batch.class_ids)
             self._check_finite(loss_d, f"loss_d stage {i + 1}")
             opt.zero_grad(set_to_none=True)
             self.scaler.scale(loss_d).backward()
@@ -157,7 +163,7 @@ class GANTrainer:
         for d in self.discriminators:
             d.requires_grad_(False)
         with self.precision.autocast():
-            loss_g, g_logs = self.loss.generator(output, self.discriminators, text, batch, stages)
+            loss_g, g_logs = self.loss.generator(output, self.discriminators, cond, text, batch, stages)
         for d in self.discriminators:
             d.requires_grad_(True)
         self._check_finite(loss_g, "loss_g")

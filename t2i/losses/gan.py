@@ -1,0 +1,117 @@
+"""The complete objective of the text-conditional GANs, per stage and for the generator.
+
+Generator (AttnGAN ``generator_loss`` + ``KL_loss``)::
+
+    loss_g = sum_s adv_s(G) + lambda_damsm * L_DAMSM(x_last, text) + kl_weight * KL(N(mu, sigma) || N(0, I))
+
+Discriminator of stage s: the matching-aware loss of :mod:`t2i.losses.adversarial`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from t2i.losses.adversarial import discriminator_loss, generator_loss_from_logits
+from t2i.losses.damsm import DAMSMLoss
+from t2i.losses.kl import kl_loss
+from t2i.structures import Batch, GeneratorOutput, TextEmbedding
+
+CONDITIONS = ("sentence", "mu")
+
+
+def mismatch_index(class_ids: Tensor) -> Tensor:
+    """For every sample, the index of another sample of a different class (``i+1, i+2, ...`` first).
+
+    Falls back to ``i + 1`` when the whole batch is one class.
+    """
+    b = class_ids.shape[0]
+    idx = torch.arange(b, device=class_ids.device)
+    out = (idx + 1) % b
+    for shift in range(b - 1, 0, -1):  # the smallest shift with another class wins
+        cand = (idx + shift) % b
+        out = torch.where(class_ids[cand] != class_ids, cand, out)
+    return out
+
+
+class GANLoss(nn.Module):
+    """Losses of a multi-stage text-conditional GAN.
+
+    Args:
+        image_encoder: frozen DAMSM image encoder (``images -> (regions, global)``), or None when
+            ``lambda_damsm`` is 0 (StackGAN, StackGAN++).
+        lambda_damsm: weight of the DAMSM term (AttnGAN: 5 birds, 50 COCO).
+        kl_weight: weight of the conditioning-augmentation KL term (1 in AttnGAN, 2 in StackGAN v1? see configs).
+        adversarial: ``bce`` (the references, on logits) or ``hinge``.
+        scheme: ``attngan`` (AttnGAN, StackGAN v1) or ``stackgan2`` discriminator loss.
+        condition: what discriminators are conditioned on: ``sentence`` (AttnGAN) or the CA ``mu``
+            (StackGAN, StackGAN++).
+        uncond_weight: weight of the unconditional terms (StackGAN++'s ``COEFF.UNCOND_LOSS``).
+        gammas: DAMSM smoothing factors (4, 5, 10); ``released_eq10`` as in :class:`DAMSMLoss`.
+    """
+
+    def __init__(self, image_encoder: nn.Module | None = None, lambda_damsm: float = 0.0, kl_weight: float = 1.0,
+                 adversarial: str = "bce", scheme: str = "attngan", condition: str = "sentence",
+                 uncond_weight: float = 1.0, gamma1: float = 4.0, gamma2: float = 5.0, gamma3: float = 10.0,
+                 released_eq10: bool = False):
+        super().__init__()
+        if condition not in CONDITIONS:
+            raise ValueError(f"unknown discriminator condition {condition!r}; choose one of {CONDITIONS}")
+        if lambda_damsm > 0 and image_encoder is None:
+            raise ValueError("lambda_damsm > 0 needs the DAMSM image encoder")
+        self.image_encoder = image_encoder.eval().requires_grad_(False) if image_encoder is not None else None
+        self.damsm = DAMSMLoss(gamma1, gamma2, gamma3, released_eq10)
+        self.lambda_damsm, self.kl_weight = lambda_damsm, kl_weight
+        self.adversarial, self.scheme, self.condition, self.uncond_weight = adversarial, scheme, condition, uncond_weight
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.image_encoder is not None:
+            self.image_encoder.eval()  # frozen: BatchNorm statistics never move
+        return self
+
+    def conditions(self, output: GeneratorOutput, text: TextEmbedding, wrong: TextEmbedding | None,
+                   generator: nn.Module) -> tuple[Tensor, Tensor | None]:
+        """Discriminator conditions of the right and the mismatched texts ``[B, cond_dim]`` (detached)."""
+        if self.condition == "sentence":
+            return text.sentence.detach(), (wrong.sentence.detach() if wrong is not None else None)
+        wrong_mu = generator.ca.encode(wrong.sentence)[0].detach() if wrong is not None else None
+        return output.mu.detach(), wrong_mu
+
+    def discriminator(self, d: nn.Module, real: Tensor, fake: Tensor, cond: Tensor, wrong_cond: Tensor | None,
+                      class_ids: Tensor) -> tuple[Tensor, dict[str, float]]:
+        """Matching-aware loss of one stage's discriminator (fake images detached)."""
+        wrong_images = real[mismatch_index(class_ids)] if self.scheme == "stackgan2" else None
+        out = discriminator_loss(d, real, fake.detach(), cond, wrong_cond, wrong_images, loss=self.adversarial,
+                                 scheme=self.scheme, uncond_weight=self.uncond_weight)
+        return out.total, out.logs()
+
+    def generator(self, output: GeneratorOutput, discriminators, cond: Tensor, text: TextEmbedding, batch: Batch,
+                  stages: list[int]) -> tuple[Tensor, dict[str, float]]:
+        """Generator loss over the active ``stages``; DAMSM on the last active stage's image."""
+        logs: dict[str, float] = {}
+        total = torch.zeros((), device=cond.device)
+        for i in stages:
+            code = discriminators[i].encode(output.images[i])
+            uncond = discriminators[i].uncond_logits(code) if discriminators[i].has_uncond else None
+            adv = generator_loss_from_logits(discriminators[i].cond_logits(code, cond), uncond, self.adversarial,
+                                             self.uncond_weight)
+            logs[f"adv{i + 1}"] = adv.item()
+            total = total + adv
+        if self.lambda_damsm > 0:
+            image = output.images[max(stages)]
+            size = getattr(self.image_encoder, "image_size", None)
+            if size and image.shape[-1] != size:
+                image = F.interpolate(image, size=(size, size), mode="bilinear", align_corners=False)
+            regions, global_feat = self.image_encoder(image)
+            damsm = self.damsm(regions, global_feat, text.words, text.sentence, text.pad_mask, batch.class_ids)
+            logs.update(damsm_word=(damsm.word_i2t + damsm.word_t2i).item(),
+                        damsm_sent=(damsm.sent_i2t + damsm.sent_t2i).item())
+            total = total + self.lambda_damsm * damsm.loss
+        if self.kl_weight > 0 and output.mu is not None:
+            kl = kl_loss(output.mu.float(), output.logvar.float())
+            logs["kl"] = kl.item()
+            total = total + self.kl_weight * kl
+        logs["total"] = total.item()
+        return total, logs

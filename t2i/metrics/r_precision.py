@@ -1,0 +1,107 @@
+"""R-precision (Xu et al. 2018, AttnGAN §5), with DM-GAN's protocol as a pure function.
+
+For every generated image, its true caption and 99 captions of other classes are scored by the cosine between
+the DAMSM image vector and each sentence vector; the image is a hit when the true caption ranks first. DM-GAN
+(``code/trainer.py``, ``sampling``) does exactly this per image: cosine with the norm product clamped at 1e-8,
+hit when ``torch.argmax(scores) == 0``. ``argmax`` returns the *first* maximum and the true caption is index 0,
+so a tie with a mismatched caption counts as a hit; we keep that rule (``true >= every other``).
+
+Folds: DM-GAN shuffles the 30,000 hits, splits them into 10 folds of 3,000, and averages ``R[i*3000:(i+1)*3000-1]``,
+so the last sample of every fold is dropped (2,999 per fold). By default every sample is counted (fold ``k`` is
+``hits[k*N//F:(k+1)*N//F]``); ``drop_last_per_fold=True`` reproduces DM-GAN's bookkeeping. Shuffling before
+folding (as DM-GAN) happens when an ``rng`` is given. The std is over fold means with ddof 0 (``np.std``).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from t2i.errors import DataError
+
+
+def caption_hits(image_vecs: torch.Tensor, true_sent_vecs: torch.Tensor, mismatched_sent_vecs: torch.Tensor) -> torch.Tensor:
+    """Whether each image's true caption ranks first among its candidates.
+
+    Args:
+        image_vecs: ``[N, D]`` DAMSM image (global) vectors.
+        true_sent_vecs: ``[N, D]`` sentence vectors of each image's own caption.
+        mismatched_sent_vecs: ``[N, M, D]`` sentence vectors of M (99) captions of other classes.
+
+    Returns:
+        ``[N]`` bool, True where cos(image, true) >= cos(image, every mismatched caption).
+    """
+    if image_vecs.shape != true_sent_vecs.shape or mismatched_sent_vecs.dim() != 3 or \
+            mismatched_sent_vecs.shape[0::2] != image_vecs.shape:
+        raise DataError(f"R-precision shapes disagree: images {tuple(image_vecs.shape)}, true captions "
+                        f"{tuple(true_sent_vecs.shape)}, mismatched {tuple(mismatched_sent_vecs.shape)} (want [N, D], [N, D], [N, M, D])")
+    image_vecs = image_vecs.double()
+    candidates = torch.cat([true_sent_vecs.double()[:, None], mismatched_sent_vecs.double()], dim=1)  # [N, 1+M, D]
+    dots = torch.einsum("nd,nmd->nm", image_vecs, candidates)  # [N, 1+M]
+    norms = image_vecs.norm(dim=1, keepdim=True) * candidates.norm(dim=2)  # [N, 1+M]
+    scores = dots / norms.clamp(min=1e-8)
+    return scores[:, 0] >= scores[:, 1:].max(dim=1).values
+
+
+def fold_means(hits: np.ndarray, folds: int = 10, drop_last_per_fold: bool = False) -> np.ndarray:
+    """Mean of ``hits [N]`` in each of ``folds`` contiguous folds at ``k*N//folds`` boundaries."""
+    n = len(hits)
+    if n < folds * (2 if drop_last_per_fold else 1):
+        raise DataError(f"R-precision with {folds} folds needs at least {folds * (2 if drop_last_per_fold else 1)} images, got {n}")
+    bounds = [k * n // folds for k in range(folds + 1)]
+    return np.array([hits[bounds[k]:bounds[k + 1] - int(drop_last_per_fold)].mean() for k in range(folds)])
+
+
+def r_precision(image_vecs: torch.Tensor, true_sent_vecs: torch.Tensor, mismatched_sent_vecs: torch.Tensor,
+                folds: int = 10, drop_last_per_fold: bool = False,
+                rng: np.random.Generator | None = None) -> tuple[float, float, np.ndarray]:
+    """R-precision (top-1 of 1 true + M mismatched captions), mean and std over folds.
+
+    Args:
+        image_vecs: ``[N, D]`` image vectors; true_sent_vecs ``[N, D]``; mismatched_sent_vecs ``[N, M, D]``.
+        folds: number of folds (10).
+        drop_last_per_fold: drop the last sample of each fold, as DM-GAN's code does.
+        rng: if given, shuffle the hits before folding (DM-GAN shuffles; the mean over all samples is unchanged).
+
+    Returns:
+        ``(mean, std, hits)``: mean and std (ddof 0) of the fold means, and the ``[N]`` bool hits in input order.
+    """
+    hits = caption_hits(image_vecs, true_sent_vecs, mismatched_sent_vecs).cpu().numpy()
+    ordered = hits[rng.permutation(len(hits))] if rng is not None else hits
+    means = fold_means(ordered.astype(np.float64), folds, drop_last_per_fold)
+    return float(means.mean()), float(means.std()), hits
+
+
+def sample_mismatched_captions(class_ids: Sequence[int] | np.ndarray, n: int = 99,
+                               rng: np.random.Generator | int | None = None,
+                               pool_class_ids: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+    """For each query, ``n`` indices of captions of other classes, drawn uniformly with replacement.
+
+    DM-GAN's ``get_mis_caption`` draws random images (with replacement) until it has 99 of another class and
+    takes a random caption of each; drawing uniformly among other-class indices is the same distribution.
+
+    Args:
+        class_ids: ``[N]`` class of each query (the image to score).
+        n: captions per query (99).
+        rng: numpy generator or seed.
+        pool_class_ids: ``[P]`` class of each candidate caption; defaults to ``class_ids`` (the queries' own captions).
+
+    Returns:
+        ``[N, n]`` int64 indices into the pool.
+
+    Raises:
+        DataError: a query's class is the only class in the pool.
+    """
+    rng = np.random.default_rng(rng)
+    queries = np.asarray(class_ids)
+    pool = queries if pool_class_ids is None else np.asarray(pool_class_ids)
+    out = np.empty((len(queries), n), dtype=np.int64)
+    for cls in np.unique(queries):
+        others = np.flatnonzero(pool != cls)
+        if len(others) == 0:
+            raise DataError(f"no captions of a class other than {cls} to use as mismatched captions; R-precision needs several classes")
+        rows = np.flatnonzero(queries == cls)
+        out[rows] = rng.choice(others, size=(len(rows), n), replace=True)
+    return out

@@ -1,0 +1,72 @@
+"""DAMSM recipe: composed config -> data, text and image encoders, :class:`DAMSMTrainer`.
+
+Called by ``tools/train.py`` for ``model.family == damsm``. Reads the config by attribute access only (no
+Hydra import here); ``_target_`` nodes are built with :func:`t2i.config.build`, with the data-dependent
+sizes (vocabulary size, embedding size) passed at the call site.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from t2i.config import build, to_container
+from t2i.errors import ConfigError
+from t2i.runtime import seed_everything
+from t2i.training.damsm import DAMSMTrainer
+
+log = logging.getLogger(__name__)
+
+
+def _get(node: Any, key: str, default: Any = None) -> Any:
+    if node is None:
+        return default
+    value = node.get(key, default) if hasattr(node, "get") else getattr(node, key, default)
+    return default if value is None else value
+
+
+def build_encoders(cfg: Any, vocab_size: int) -> tuple[Any, Any]:
+    """The text encoder (``cfg.encoder``) and the image encoder chosen by ``cfg.model.image_encoder``."""
+    model = cfg.model
+    text_encoder = build(cfg.encoder, vocab_size=vocab_size)
+    choice = str(model.image_encoder)
+    options = model.image_encoders
+    if choice not in options:
+        raise ConfigError(f"model.image_encoder={choice} is unknown; choose one of {', '.join(options)}")
+    image_encoder = build(options[choice], embed_dim=text_encoder.out_dim)
+    return text_encoder, image_encoder
+
+
+def train(cfg: Any) -> dict[str, float]:
+    """Train DAMSM encoders as configured; returns the final test metrics (R-precision, test losses)."""
+    from t2i.data.dataset import make_loader
+    from t2i.recipes.data import build_datasets
+
+    model, run = cfg.model, cfg.train
+    seed = int(_get(cfg, "seed", 0))
+    seed_everything(seed)
+    run_dir = Path(str(cfg.run_dir))
+    train_ds, test_ds, vocab = build_datasets(cfg.data, base_size=int(model.image_size), num_stages=1,
+                                              train_wrong_captions=False, seed=seed)
+    batch_size = int(_get(run, "batch_size", model.batch_size))
+    workers = int(_get(run, "num_workers", 0))
+    train_loader = make_loader(train_ds, batch_size, shuffle=True, num_workers=workers, drop_last=True, seed=seed)
+    test_loader = make_loader(test_ds, batch_size, shuffle=False, num_workers=workers, drop_last=False, seed=seed)
+    text_encoder, image_encoder = build_encoders(cfg, len(vocab))
+    log.info("DAMSM: %s + %s, embedding %d, %d train / %d test images, batch %d",
+             type(text_encoder).__name__, type(image_encoder).__name__, text_encoder.out_dim,
+             len(train_ds), len(test_ds), batch_size)
+    trainer = DAMSMTrainer(
+        text_encoder, image_encoder, train_loader, test_loader, run_dir,
+        lr=float(model.lr), epochs=int(model.epochs), max_steps=_get(run, "max_steps", _get(model, "max_steps")),
+        grad_clip=float(model.grad_clip), gamma1=float(model.gamma1), gamma2=float(model.gamma2),
+        gamma3=float(model.gamma3), released_eq10=bool(_get(model, "released_eq10", False)),
+        precision=str(_get(run, "precision", "fp32")), device=str(_get(cfg, "device", "auto")),
+        ckpt_every=int(_get(run, "ckpt_every", 200)), log_every=int(_get(run, "log_every", 20)),
+        eval_every=_get(model, "eval_every"), resume=str(_get(run, "resume", "auto")), vocab=vocab,
+        config=to_container(cfg), seed=seed)
+    metrics = trainer.fit()
+    vocab.save(run_dir / "vocab.json")
+    log.info("DAMSM done: %s", ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    return metrics

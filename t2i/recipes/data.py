@@ -1,0 +1,90 @@
+"""Config-aware data wiring: data config -> source -> (train, test) datasets and vocabulary.
+
+Takes the ``data`` node of a composed config (``conf/data/*.yaml``) by attribute access and builds
+the library objects with :func:`t2i.config.build`; it never imports Hydra or OmegaConf itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from t2i.config import build, to_container
+from t2i.data.dataset import TextImageDataset
+from t2i.data.text import Vocabulary
+from t2i.errors import ConfigError, T2IError
+
+__all__ = ["build_source", "build_datasets"]
+
+log = logging.getLogger(__name__)
+
+_RUN_ONLY = ("workers", "progress")  # render_dataset arguments that do not change the rendered set
+
+
+def _get(node: Any, key: str, default: Any = None) -> Any:
+    if node is None:
+        return default
+    value = node.get(key, default) if hasattr(node, "get") else getattr(node, key, default)
+    return default if value is None else value
+
+
+def build_source(data_cfg: Any) -> Any:
+    """Instantiate ``data_cfg.source`` (a ``CUBSource``/``COCOSource``).
+
+    A config with a ``render`` node (the synthetic birds) renders the data set into ``data_cfg.root``
+    first, when it is not rendered there yet with these settings.
+
+    Raises:
+        DataError: the data root is missing or not in the expected layout (see data/README.md).
+    """
+    render = _get(data_cfg, "render")
+    if render is not None:
+        from t2i.data import synthbirds
+
+        root = Path(str(data_cfg.root))
+        kwargs = dict(to_container(render))
+        settings = {k: v for k, v in kwargs.items() if k not in _RUN_ONLY}
+        if not synthbirds.is_rendered(root, **settings):
+            log.info("rendering the synthetic birds into %s (%s); this happens once", root, settings)
+            synthbirds.render_dataset(root, **kwargs)
+    source = _get(data_cfg, "source")
+    if source is None:
+        raise ConfigError(f"data config {_get(data_cfg, 'name', '?')!r} has no 'source' node; "
+                          "it is not a caption data set (choose data=synthbirds, cub, coco or coco_json)")
+    try:
+        return build(source)
+    except Exception as exc:  # Hydra wraps errors of the target in its InstantiationException
+        cause = exc
+        while cause is not None and not isinstance(cause, T2IError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise
+
+
+def build_datasets(data_cfg: Any, *, base_size: int, num_stages: int, words_num: int | None = None,
+                   skip_bad: bool | None = None, train_wrong_captions: bool = True,
+                   seed: int = 0) -> tuple[TextImageDataset, TextImageDataset, Vocabulary]:
+    """The train and test datasets of a data config, and their shared vocabulary.
+
+    Args:
+        data_cfg: the ``data`` config node.
+        base_size: first-stage image size (model dependent, so passed by the caller).
+        num_stages: number of image resolutions.
+        words_num: maximum caption length; default ``data_cfg.words_num``.
+        skip_bad: skip unreadable images; default ``data_cfg.skip_bad``.
+        train_wrong_captions: sample mismatched captions for the training set.
+        seed: seed of the deterministic choices of the test set.
+    """
+    source = build_source(data_cfg)
+    vocab = source.vocabulary()
+    words_num = int(words_num if words_num is not None else _get(data_cfg, "words_num", 18))
+    skip_bad = bool(skip_bad if skip_bad is not None else _get(data_cfg, "skip_bad", False))
+    common = dict(vocab=vocab, base_size=base_size, num_stages=num_stages, words_num=words_num,
+                  skip_bad=skip_bad, unknown=str(_get(data_cfg, "unknown", "drop")))
+    train_ds = TextImageDataset(source.records("train"), train=True, wrong_captions=train_wrong_captions, **common)
+    test_ds = TextImageDataset(source.records("test"), train=False, seed=seed, **common)
+    log.info("data %s: %d train / %d test images, vocabulary of %d tokens",
+             _get(data_cfg, "name", "?"), len(train_ds), len(test_ds), len(vocab))
+    return train_ds, test_ds, vocab

@@ -1,0 +1,178 @@
+"""Assemble and train a GAN (StackGAN, StackGAN++, AttnGAN, AttnGAN+DRAW) from a composed config.
+
+The recipe reads the config (attribute access only; no Hydra import), loads the pretrained DAMSM,
+builds data, generator, discriminators and losses with the values that depend on them (vocabulary size,
+embedding sizes) passed at the call site, then hands everything to :class:`t2i.training.gan.GANTrainer`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from t2i.config import build, to_container
+from t2i.data.dataset import make_loader
+from t2i.errors import CheckpointError, ConfigError
+from t2i.losses.gan import GANLoss
+from t2i.models.discriminator import build_discriminators
+from t2i.models.factory import build_from_spec, spec_from_node
+from t2i.recipes.data import build_datasets
+from t2i.runtime import Precision, init_distributed, resolve_device, seed_everything
+from t2i.training.damsm import load_image_encoder, load_text_encoder
+from t2i.training.gan import GANTrainer, GANTrainerSettings, Phase
+from t2i.visualize import attention_figure, grid_image, save_image
+
+log = logging.getLogger(__name__)
+
+
+def _opt(node: Any, key: str, default: Any = None) -> Any:
+    value = node.get(key, default) if node is not None else default
+    return default if value is None else value
+
+
+def damsm_paths(cfg) -> tuple[Path, Path]:
+    """The pretrained DAMSM's text and image encoder files, with a clear error when missing."""
+    ckpt = _opt(cfg.encoder, "checkpoint", f"runs/{cfg.data.name}/damsm")
+    folder = Path(str(ckpt))
+    text_path, image_path = folder / "text_encoder.pt", folder / "image_encoder.pt"
+    if not text_path.is_file():
+        raise CheckpointError(
+            f"no pretrained DAMSM at {folder} (text_encoder.pt missing); train it first with "
+            f"'python tools/train.py model=damsm data={cfg.data.name}' or pass encoder.checkpoint=DIR")
+    return text_path, image_path
+
+
+def stage_levels(resolutions: list[int]) -> list[int]:
+    """Index of each stage's resolution in the doubling pyramid that starts at the first stage's size."""
+    base = resolutions[0]
+    levels = []
+    for r in resolutions:
+        level = math.log2(r / base)
+        if level != int(level):
+            raise ConfigError(f"stage resolutions {resolutions} are not the first size times powers of two")
+        levels.append(int(level))
+    return levels
+
+
+def build_models(cfg, text_encoder: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.ModuleList, dict]:
+    """Generator and discriminators for ``cfg.model``, with the text encoder's sizes filled in."""
+    dim = int(text_encoder.out_dim)
+    gen_node = to_container(cfg.model.generator)
+    gen_spec = spec_from_node(gen_node, sent_dim=dim, word_dim=dim)
+    generator = build_from_spec(gen_spec)
+    condition = _opt(cfg.model.loss, "condition", "sentence")
+    cond_dim = dim if condition == "sentence" else int(gen_spec["kwargs"]["c_dim"])
+    d_kwargs = dict(to_container(cfg.model.discriminator))
+    d_kwargs.pop("_target_", None)
+    discriminators = build_discriminators(generator.resolutions, cond_dim=cond_dim, **d_kwargs)
+    spec = {
+        "name": str(cfg.model.name),
+        "z_dim": int(gen_spec["kwargs"]["z_dim"]),
+        "words_num": int(cfg.data.words_num),
+        "generator": gen_spec,
+        "discriminators": {"resolutions": list(generator.resolutions), "cond_dim": cond_dim, **d_kwargs},
+        "text_encoder": {"target": f"{type(text_encoder).__module__}.{type(text_encoder).__qualname__}",
+                         "kwargs": dict(text_encoder.init_kwargs)},
+    }
+    return generator, discriminators, spec
+
+
+def make_visualizer(sample_dir: Path, vocab):
+    """Callback writing per-stage grids and an attention figure of the fixed batch (EMA generator)."""
+
+    def visualize(trainer: GANTrainer, step: int) -> None:
+        batch = trainer.fixed_batch.to(trainer.device)
+        n = min(16, len(batch))
+        with torch.no_grad():
+            text, _ = trainer.encode(batch)
+            out = trainer.ema.shadow(trainer.fixed_noise.to(trainer.device), text, sample=False)
+        for s, images in enumerate(out.images):
+            img = grid_image(images[:n].float(), nrow=8)
+            trainer.logger.image(f"samples/stage{s + 1}", img, step)
+            save_image(img, sample_dir / f"step{step:06d}_stage{s + 1}.png")
+        if out.attn_maps:
+            words = vocab.decode(batch.captions[0].tolist())
+            fig = attention_figure([im[0] for im in out.images[1:]], [a[0].float() for a in out.attn_maps], words)
+            trainer.logger.image("attention", fig, step)
+            save_image(fig, sample_dir / f"step{step:06d}_attention.png")
+        if out.canvases is not None:
+            from t2i.visualize import canvas_strip
+            strip = canvas_strip(out.canvases[0].float())
+            trainer.logger.image("canvas", strip, step)
+            save_image(strip, sample_dir / f"step{step:06d}_canvas.png")
+
+    return visualize
+
+
+def build_trainer(cfg) -> GANTrainer:
+    seed_everything(int(cfg.seed))
+    dist = init_distributed()
+    device = resolve_device(str(cfg.device)) if not dist.enabled or not torch.cuda.is_available() \
+        else torch.device("cuda", dist.local_rank)
+    precision = Precision(str(cfg.train.precision), device)
+    optim = cfg.model.optim
+
+    # (1) the pretrained DAMSM: frozen text encoder, and the image encoder for the DAMSM loss
+    text_path, image_path = damsm_paths(cfg)
+    text_encoder = load_text_encoder(text_path)
+    lambda_damsm = float(_opt(cfg.model.loss, "lambda_damsm", 0.0))
+    image_encoder = load_image_encoder(image_path, embed_dim=int(text_encoder.out_dim)) if lambda_damsm > 0 else None
+
+    # (2) models
+    generator, discriminators, spec = build_models(cfg, text_encoder)
+    levels = stage_levels(list(generator.resolutions))
+
+    # (3) data, tokenised with the vocabulary the DAMSM was trained with (checked)
+    train_ds, _, vocab = build_datasets(cfg.data, base_size=generator.resolutions[0], num_stages=levels[-1] + 1,
+                                        seed=int(cfg.seed))
+    load_text_encoder(text_path, vocab=vocab)  # raises CheckpointError when the vocabularies differ
+    batch_size = int(_opt(cfg.train, "batch_size", _opt(optim, "batch_size", 16)))
+    sampler = None
+    if dist.enabled:
+        from torch.utils.data.distributed import DistributedSampler
+        sampler = DistributedSampler(train_ds, num_replicas=dist.world_size, rank=dist.rank, seed=int(cfg.seed),
+                                     drop_last=True)
+        batch_size //= dist.world_size
+    loader = make_loader(train_ds, batch_size=batch_size, shuffle=True, drop_last=True, sampler=sampler,
+                         num_workers=int(_opt(cfg.train, "num_workers", 0)), seed=int(cfg.seed))
+
+    # (4) losses
+    loss_kwargs = dict(to_container(cfg.model.loss))
+    loss = GANLoss(image_encoder=image_encoder, **loss_kwargs)
+
+    phases = _opt(cfg.model, "phases")
+    settings = GANTrainerSettings(
+        max_steps=int(_opt(cfg.train, "max_steps", _opt(optim, "max_steps", 2000))),
+        lr_g=float(optim.lr_g), lr_d=float(optim.lr_d), betas=tuple(optim.betas),
+        ema_beta=float(_opt(optim, "ema_beta", 0.999)), z_dim=spec["z_dim"],
+        log_every=int(cfg.train.log_every), image_every=int(cfg.train.image_every),
+        ckpt_every=int(cfg.train.ckpt_every), resume=str(cfg.train.resume),
+        phases=[Phase(int(p.steps), list(p.stages)) for p in phases] if phases else None,
+    )
+    run_dir = Path(str(cfg.run_dir))
+    if dist.enabled and torch.cuda.is_available():
+        generator = generator.to(device)
+    trainer = GANTrainer(generator, discriminators, text_encoder, loss, loader, run_dir, settings, precision, device,
+                         model_spec=spec, vocab=vocab.to_dict(), config=to_container(cfg), dist=dist,
+                         visualize=make_visualizer(run_dir / "samples", vocab), image_levels=levels)
+    return trainer
+
+
+def train(cfg) -> Path | None:
+    trainer = build_trainer(cfg)
+    log.info("training %s: generator %.2fM params, discriminators %.2fM, stages %s at %s px",
+             cfg.model.name, _count(trainer.generator) / 1e6, _count(trainer.discriminators) / 1e6,
+             trainer.generator.stage_kinds, trainer.generator.resolutions)
+    export = trainer.fit()
+    if export is not None:
+        print(f"trained {cfg.model.name} for {trainer.step} steps; exported to {export}")
+        print(f"generate with: python tools/generate.py checkpoint={export} caption=\"a bird with a green crown\"")
+    return export
+
+
+def _count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,364 @@
+"""DAMSM pre-training (AttnGAN ``code/pretrain_DAMSM.py``) and the self-describing encoder exports.
+
+The trainer owns the optimisation; the maths is in :mod:`t2i.losses.damsm`. Reference settings: Adam with
+betas (0.5, 0.999), lr 0.002 multiplied by 0.98 after every epoch while above lr/10, gradient-norm clipping
+at 0.25 on the text encoder, loss ``w_loss0 + w_loss1 + s_loss0 + s_loss1``. Unlike the reference, which
+builds a new Adam at each epoch (dropping its moments), one optimizer lives through the run and only its
+learning rate changes; that is what makes exact resumption possible.
+
+At the end, ``text_encoder.pt`` (kind ``damsm_text``) and ``image_encoder.pt`` (kind ``damsm_image``) are
+written into ``run_dir``; each holds its class name, constructor kwargs, state dict (and the vocabulary),
+so :func:`load_text_encoder` / :func:`load_image_encoder` rebuild them with no config.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from t2i.errors import CheckpointError, TrainingError
+from t2i.losses.damsm import DAMSMLoss, DAMSMLossOutput, same_class_mask
+from t2i.models.image_encoders import IMAGE_ENCODERS, InceptionImageEncoder
+from t2i.models.text_encoders import TEXT_ENCODERS
+from t2i.runtime import Precision, resolve_device, rng_state, set_rng_state
+from t2i.structures import Batch
+from t2i.training.checkpoint import load_checkpoint, load_state_dict_strict, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+TEXT_KIND = "damsm_text"
+IMAGE_KIND = "damsm_image"
+TRAIN_KIND = "damsm_train"
+
+
+def damsm_lr(base_lr: float, epoch: int) -> float:
+    """Learning rate of ``epoch`` (0-based): AttnGAN multiplies by 0.98 after each epoch while ``lr > base_lr/10``."""
+    lr = base_lr
+    for _ in range(epoch):
+        if lr > base_lr / 10.0:
+            lr *= 0.98
+        else:
+            break
+    return lr
+
+
+def _vocab_dict(vocab: Any) -> dict | None:
+    if vocab is None:
+        return None
+    if isinstance(vocab, dict):
+        return vocab
+    return vocab.to_dict() if hasattr(vocab, "to_dict") else None
+
+
+# ----------------------------------------------------------------------------------------- exports
+def save_text_encoder(path: str | os.PathLike, text_encoder: nn.Module, vocab: Any = None,
+                      config: dict | None = None) -> Path:
+    """Write a self-describing ``damsm_text`` checkpoint (class, kwargs, state dict, vocabulary)."""
+    return save_checkpoint(path, TEXT_KIND, {
+        "class": type(text_encoder).__name__, "kwargs": dict(text_encoder.init_kwargs),
+        "state_dict": text_encoder.state_dict(), "vocab": _vocab_dict(vocab), "config": config or {}})
+
+
+def save_image_encoder(path: str | os.PathLike, image_encoder: nn.Module, config: dict | None = None) -> Path:
+    """Write a self-describing ``damsm_image`` checkpoint (the Inception trunk's weights are in the state dict,
+    so the ImageNet file is not needed to rebuild it)."""
+    kwargs = dict(image_encoder.init_kwargs)
+    if isinstance(image_encoder, InceptionImageEncoder):
+        kwargs.update(pretrained=None, freeze_trunk=image_encoder.frozen_trunk)
+    return save_checkpoint(path, IMAGE_KIND, {
+        "class": type(image_encoder).__name__, "kwargs": kwargs,
+        "state_dict": image_encoder.state_dict(), "config": config or {}})
+
+
+def _rebuild(data: dict, registry: dict[str, type[nn.Module]], path: Path, what: str) -> nn.Module:
+    cls = registry.get(data.get("class"))
+    if cls is None or not isinstance(data.get("kwargs"), dict) or not isinstance(data.get("state_dict"), dict):
+        raise CheckpointError(f"{path} is not a DAMSM {what} export (class {data.get('class')!r}); "
+                              f"use the {what}.pt written by DAMSM training")
+    return cls(**data["kwargs"])
+
+
+def load_text_encoder(path: str | os.PathLike, vocab: Any = None, freeze: bool = True,
+                      map_location: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a DAMSM text encoder from its export, checking it against ``vocab``.
+
+    Args:
+        path: a ``text_encoder.pt`` written by :func:`save_text_encoder`.
+        vocab: the data vocabulary (``Vocabulary`` or its dict) the caller will tokenise with; None: no check.
+        freeze: return it with ``requires_grad_(False).eval()`` (as GAN training uses it).
+
+    Raises:
+        CheckpointError: not a DAMSM text encoder, or its vocabulary or sizes do not match.
+    """
+    path = Path(path)
+    data = load_checkpoint(path, TEXT_KIND, map_location)
+    kwargs = data.get("kwargs") or {}
+    if vocab is not None and "vocab_size" in kwargs:
+        if len(vocab) != kwargs["vocab_size"]:
+            raise CheckpointError(f"text encoder {path} was trained with a vocabulary of {kwargs['vocab_size']} tokens "
+                                  f"but the data has {len(vocab)}; train DAMSM on this data or use its vocabulary")
+        ours, theirs = _vocab_dict(vocab), data.get("vocab")
+        if ours and theirs and ours.get("itos") != theirs.get("itos"):
+            raise CheckpointError(f"text encoder {path} has a vocabulary of the same size but other words; "
+                                  "use the vocabulary it was trained with")
+    encoder = _rebuild(data, TEXT_ENCODERS, path, "text_encoder")
+    load_state_dict_strict(encoder, data["state_dict"], "text encoder", path)
+    return encoder.requires_grad_(False).eval() if freeze else encoder
+
+
+def load_image_encoder(path: str | os.PathLike, embed_dim: int | None = None, freeze: bool = True,
+                       map_location: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a DAMSM image encoder from its export.
+
+    Args:
+        path: an ``image_encoder.pt`` written by :func:`save_image_encoder`.
+        embed_dim: expected embedding size (that of the text encoder); None: no check.
+
+    Raises:
+        CheckpointError: not a DAMSM image encoder, or its embedding size differs.
+    """
+    path = Path(path)
+    data = load_checkpoint(path, IMAGE_KIND, map_location)
+    stored = (data.get("kwargs") or {}).get("embed_dim")
+    if embed_dim is not None and stored is not None and stored != embed_dim:
+        raise CheckpointError(f"image encoder {path} has embedding size {stored} but {embed_dim} is needed; "
+                              "use the image encoder trained with this text encoder")
+    encoder = _rebuild(data, IMAGE_ENCODERS, path, "image_encoder")
+    load_state_dict_strict(encoder, data["state_dict"], "image encoder", path)
+    return encoder.requires_grad_(False).eval() if freeze else encoder
+
+
+# ----------------------------------------------------------------------------------------- R-precision
+def _r_precision(image_vecs: Tensor, true_sent: Tensor, class_ids: np.ndarray, folds: int, seed: int):
+    """R-precision with 99 mismatched captions of other classes (t2i.metrics.r_precision)."""
+    from t2i.metrics.r_precision import r_precision, sample_mismatched_captions
+
+    idx = sample_mismatched_captions(class_ids, 99, rng=seed)  # (N, 99) indices into the test captions
+    mismatched = true_sent[torch.from_numpy(idx)]  # (N, 99, D)
+    return r_precision(image_vecs, true_sent, mismatched, folds=folds)
+
+
+# ----------------------------------------------------------------------------------------- trainer
+class DAMSMTrainer:
+    """Jointly trains a DAMSM text encoder and image encoder (AttnGAN ``pretrain_DAMSM.py``).
+
+    Args:
+        text_encoder: an encoder with ``encode(batch) -> TextEmbedding`` (BiLSTM or BERT).
+        image_encoder: ``images -> (regions [B, D, h, w], global [B, D])``.
+        train_loader / test_loader: loaders of :class:`t2i.structures.Batch` (the last image stage is used).
+        run_dir: output directory (checkpoint.pt, tb/, text_encoder.pt, image_encoder.pt).
+        lr: initial learning rate (AttnGAN ENCODER_LR 0.002), decayed per epoch by :func:`damsm_lr`.
+        epochs: epochs to train (AttnGAN: 600); ``max_steps`` caps the total steps when given.
+        grad_clip: max gradient norm of the text encoder (AttnGAN RNN_GRAD_CLIP 0.25).
+        gamma1, gamma2, gamma3, released_eq10: loss settings (see :mod:`t2i.losses.damsm`).
+        precision: ``fp32 | bf16 | fp16`` (autocast; the loss itself runs in float32).
+        device: ``auto``, ``cpu``, ``cuda``...
+        ckpt_every: write ``checkpoint.pt`` every this many steps (and at the end).
+        log_every: TensorBoard scalars every this many steps.
+        eval_every: R-precision/test loss every this many steps (None: only at the end).
+        resume: ``auto`` continues from ``run_dir/checkpoint.pt`` when it exists; ``never`` starts over.
+        vocab: the data vocabulary, stored in the exports.
+        config: resolved plain config, stored in the checkpoints.
+        folds: R-precision folds.
+        seed: seed of the per-epoch shuffling and of the mismatched captions.
+        progress: show a tqdm progress bar.
+    """
+
+    def __init__(self, text_encoder: nn.Module, image_encoder: nn.Module, train_loader: Iterable[Batch],
+                 test_loader: Iterable[Batch] | None, run_dir: str | os.PathLike, *, lr: float = 0.002,
+                 epochs: int = 600, max_steps: int | None = None, grad_clip: float = 0.25, gamma1: float = 4.0,
+                 gamma2: float = 5.0, gamma3: float = 10.0, released_eq10: bool = False, precision: str = "fp32",
+                 device: str = "auto", ckpt_every: int = 200, log_every: int = 20, eval_every: int | None = None,
+                 resume: str = "auto", vocab: Any = None, config: dict | None = None, folds: int = 10,
+                 seed: int = 0, progress: bool = True):
+        if resume not in ("auto", "never"):
+            raise ValueError(f"resume must be 'auto' or 'never', got {resume!r}")
+        self.device = resolve_device(device)
+        self.precision = Precision(precision, self.device)
+        self.text_encoder = text_encoder.to(self.device)
+        self.image_encoder = image_encoder.to(self.device)
+        self.train_loader, self.test_loader = train_loader, test_loader
+        self.run_dir = Path(run_dir)
+        self.base_lr, self.grad_clip = lr, grad_clip
+        self.steps_per_epoch = len(train_loader)  # type: ignore[arg-type]
+        if self.steps_per_epoch == 0:
+            raise ValueError("the training loader is empty (fewer images than one batch with drop_last?)")
+        self.total_steps = epochs * self.steps_per_epoch if max_steps is None else int(max_steps)
+        self.loss_fn = DAMSMLoss(gamma1, gamma2, gamma3, released_eq10)
+        self.ckpt_every, self.log_every, self.eval_every = ckpt_every, log_every, eval_every
+        self.resume, self.vocab, self.config = resume, vocab, config or {}
+        self.folds, self.seed, self.progress = folds, seed, progress
+        params = [p for m in (self.text_encoder, self.image_encoder) for p in m.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(params, lr=lr, betas=(0.5, 0.999))  # AttnGAN pretrain_DAMSM
+        self.scaler = self.precision.grad_scaler()
+        self.step = 0
+        self._logger = None
+
+    # ------------------------------------------------------------------ paths and logging
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / "checkpoint.pt"
+
+    @property
+    def logger(self):
+        if self._logger is None:
+            from t2i.training.logging import RunLogger
+            self._logger = RunLogger(self.run_dir)
+        return self._logger
+
+    # ------------------------------------------------------------------ one step
+    def compute_loss(self, batch: Batch) -> DAMSMLossOutput:
+        """Encode a batch and score it (no optimisation)."""
+        with self.precision.autocast():
+            text = self.text_encoder.encode(batch)
+            regions, global_feat = self.image_encoder(batch.images[-1])
+        return self.loss_fn(regions, global_feat, text.words, text.sentence, text.pad_mask, batch.class_ids)
+
+    def train_step(self, batch: Batch) -> dict[str, float]:
+        """One optimisation step; returns the logged values.
+
+        Raises:
+            TrainingError: the loss is NaN or infinite (nothing is updated or saved).
+        """
+        self.text_encoder.train()
+        self.image_encoder.train()
+        batch = batch.to(self.device)
+        # (1) encode text and images, (2) DAMSM loss (Eq. 14)
+        out = self.compute_loss(batch)
+        if not torch.isfinite(out.loss):
+            raise TrainingError(f"DAMSM loss is {out.loss.item()} at step {self.step}; training stopped, the last good "
+                                f"checkpoint {self.checkpoint_path} is kept (lower the lr or use precision=fp32)")
+        # (3) backward, clip the text encoder's gradient norm (AttnGAN RNN_GRAD_CLIP), update
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(out.loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        nn.utils.clip_grad_norm_(self.text_encoder.parameters(), self.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.step += 1
+        return {"loss/total": out.loss.item(), "loss/word": (out.word_i2t + out.word_t2i).item(),
+                "loss/sent": (out.sent_i2t + out.sent_t2i).item(), **_batch_accuracy(out, batch.class_ids)}
+
+    # ------------------------------------------------------------------ loop
+    def fit(self) -> dict[str, float]:
+        """Train to ``total_steps``, evaluate, export the encoders; returns the final evaluation."""
+        from tqdm.auto import tqdm
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.resume == "auto" and self.checkpoint_path.is_file():
+            self.load_training_checkpoint(self.checkpoint_path)
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.progress, desc="damsm",
+                   dynamic_ncols=True)
+        t0, seen = time.perf_counter(), 0
+        while self.step < self.total_steps:
+            epoch, skip = divmod(self.step, self.steps_per_epoch)
+            lr = damsm_lr(self.base_lr, epoch)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            generator = getattr(self.train_loader, "generator", None)
+            if generator is not None:  # the same shuffle for an epoch, resumed or not
+                generator.manual_seed(self.seed + epoch)
+            for i, batch in enumerate(self.train_loader):
+                if i < skip:
+                    continue
+                values = self.train_step(batch)
+                seen += len(batch)
+                rate = seen / max(time.perf_counter() - t0, 1e-9)
+                bar.update(1)
+                bar.set_postfix(loss=f"{values['loss/total']:.3f}", w=f"{values['loss/word']:.3f}",
+                                s=f"{values['loss/sent']:.3f}", img_s=f"{rate:.1f}")
+                if self.step % self.log_every == 0:
+                    self.logger.scalars({**values, "lr": lr, "images_per_s": rate}, self.step)
+                if self.step % self.ckpt_every == 0:
+                    self.save_training_checkpoint()
+                if self.eval_every and self.step % self.eval_every == 0:
+                    self.evaluate()
+                if self.step >= self.total_steps:
+                    break
+        bar.close()
+        self.save_training_checkpoint()
+        metrics = self.evaluate()
+        self.export()
+        self.logger.close()
+        return metrics
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Test loss and R-precision (each test image: its caption vs 99 captions of other classes)."""
+        if self.test_loader is None:
+            return {}
+        self.text_encoder.eval()
+        self.image_encoder.eval()
+        image_vecs, sent_vecs, class_ids, losses = [], [], [], []
+        for batch in self.test_loader:
+            batch = batch.to(self.device)
+            with self.precision.autocast():
+                text = self.text_encoder.encode(batch)
+                regions, global_feat = self.image_encoder(batch.images[-1])
+            if len(batch) > 1:
+                out = self.loss_fn(regions, global_feat, text.words, text.sentence, text.pad_mask, batch.class_ids)
+                losses.append([(out.word_i2t + out.word_t2i).item(), (out.sent_i2t + out.sent_t2i).item()])
+            image_vecs.append(global_feat.float().cpu())
+            sent_vecs.append(text.sentence.float().cpu())
+            class_ids.append(batch.class_ids.cpu())
+        metrics: dict[str, float] = {}
+        if losses:
+            metrics["test/loss_word"], metrics["test/loss_sent"] = np.mean(losses, axis=0).tolist()
+        image_all, sent_all = torch.cat(image_vecs), torch.cat(sent_vecs)
+        classes = torch.cat(class_ids).numpy()
+        if len(image_all) >= self.folds and len(np.unique(classes)) > 1:
+            mean, std, _ = _r_precision(image_all, sent_all, classes, self.folds, self.seed)
+            metrics["test/r_precision"], metrics["test/r_precision_std"] = mean, std
+        else:
+            log.warning("R-precision skipped: %d test images of %d classes (need >= %d images, >= 2 classes)",
+                        len(image_all), len(np.unique(classes)), self.folds)
+        self.logger.scalars(metrics, self.step)
+        log.info("step %d: %s", self.step, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        return metrics
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_training_checkpoint(self) -> Path:
+        """Everything needed to resume (atomic write)."""
+        return save_checkpoint(self.checkpoint_path, TRAIN_KIND, {
+            "text_encoder": self.text_encoder.state_dict(), "image_encoder": self.image_encoder.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(), "step": self.step,
+            "rng": rng_state(), "config": self.config, "vocab": _vocab_dict(self.vocab)})
+
+    def load_training_checkpoint(self, path: str | os.PathLike) -> None:
+        data = load_checkpoint(path, TRAIN_KIND, self.device)
+        load_state_dict_strict(self.text_encoder, data["text_encoder"], "text encoder", path)
+        load_state_dict_strict(self.image_encoder, data["image_encoder"], "image encoder", path)
+        self.optimizer.load_state_dict(data["optimizer"])
+        self.scaler.load_state_dict(data["scaler"])
+        self.step = int(data["step"])
+        set_rng_state(data["rng"])
+        log.info("resumed DAMSM training from %s at step %d", path, self.step)
+
+    def export(self) -> tuple[Path, Path]:
+        """Write ``text_encoder.pt`` and ``image_encoder.pt`` into ``run_dir``."""
+        text = save_text_encoder(self.run_dir / "text_encoder.pt", self.text_encoder, self.vocab, self.config)
+        image = save_image_encoder(self.run_dir / "image_encoder.pt", self.image_encoder, self.config)
+        log.info("DAMSM encoders written to %s and %s", text, image)
+        return text, image
+
+
+def _batch_accuracy(out: DAMSMLossOutput, class_ids: Tensor | None) -> dict[str, float]:
+    """Within-batch top-1 retrieval accuracy, other samples of the same class excluded (as in the loss)."""
+    b = out.sent_scores.shape[0]
+    mask = same_class_mask(class_ids, b, out.sent_scores.device)
+    labels = torch.arange(b, device=out.sent_scores.device)
+    values = {}
+    for name, scores in (("sent", out.sent_scores), ("word", out.word_scores)):
+        s = scores.detach() if mask is None else scores.detach().masked_fill(mask, -math.inf)
+        values[f"acc/{name}_img2text"] = (s.argmax(1) == labels).float().mean().item()
+        values[f"acc/{name}_text2img"] = (s.argmax(0) == labels).float().mean().item()
+    return values

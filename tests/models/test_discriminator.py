@@ -1,0 +1,69 @@
+import pytest
+import torch
+from torch import nn
+
+from t2i.errors import ConfigError
+from t2i.models.discriminator import StageDiscriminator, build_discriminators
+from t2i.models.generator import MultiStageGenerator
+from t2i.models.layers import DownBlock
+
+
+@pytest.mark.parametrize("resolution", [32, 64, 128, 256])
+@pytest.mark.parametrize("uncond", [True, False])
+def test_logit_shapes_every_resolution(resolution, uncond):
+    torch.manual_seed(0)
+    d = StageDiscriminator(resolution, ndf=2, cond_dim=5, uncond=uncond)
+    images = torch.rand(3, 3, resolution, resolution) * 2 - 1
+    code = d.encode(images)
+    assert code.shape == (3, 16, 4, 4)
+    cond_logits, uncond_logits = d(images, torch.randn(3, 5))
+    assert cond_logits.shape == (3,)
+    assert (uncond_logits.shape == (3,)) if uncond else (uncond_logits is None)
+    downs = [m for m in d.encoder if isinstance(m, DownBlock)]
+    assert len(downs) == {32: 3, 64: 4, 128: 5, 256: 6}[resolution]
+    assert not any(isinstance(m, nn.Sigmoid) for m in d.modules())  # logits, never Sigmoid
+
+
+def test_cond_logits_match_manual_computation():
+    torch.manual_seed(0)
+    d = StageDiscriminator(64, ndf=2, cond_dim=5).eval()
+    images, cond = torch.randn(3, 3, 64, 64), torch.randn(3, 5)
+    code = d.encode(images)
+    tiled = cond.view(3, 5, 1, 1).repeat(1, 1, 4, 4)  # the reference's c_code.view(...).repeat(1, 1, 4, 4)
+    joint = nn.functional.leaky_relu(d.joint[1](d.joint[0](torch.cat([code, tiled], 1))), 0.2)
+    expected = (joint * d.cond_head.weight[0]).sum((1, 2, 3)) + d.cond_head.bias
+    torch.testing.assert_close(d.cond_logits(code, cond), expected)
+    torch.testing.assert_close(d.uncond_logits(code),
+                               (code * d.uncond_head.weight[0]).sum((1, 2, 3)) + d.uncond_head.bias)
+    assert not torch.allclose(d.cond_logits(code, cond), d.cond_logits(code, cond.flip(0)))
+
+
+def test_gradients_reach_every_parameter_and_the_images():
+    torch.manual_seed(0)
+    d = StageDiscriminator(128, ndf=2, cond_dim=5)
+    images = torch.randn(2, 3, 128, 128, requires_grad=True)
+    cond_logits, uncond_logits = d(images, torch.randn(2, 5))
+    (cond_logits.sum() + uncond_logits.sum()).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in d.parameters())
+    assert images.grad.abs().sum() > 0
+
+
+def test_errors():
+    with pytest.raises(ConfigError, match="power of two"):
+        StageDiscriminator(96, 2, 5)
+    with pytest.raises(ConfigError, match=">= 32"):
+        StageDiscriminator(16, 2, 5)
+    d = StageDiscriminator(64, 2, 5, uncond=False)
+    with pytest.raises(ValueError, match="64 px"):
+        d.encode(torch.randn(1, 3, 128, 128))
+    with pytest.raises(RuntimeError, match="uncond=False"):
+        d.uncond_logits(torch.randn(1, 16, 4, 4))
+    with pytest.raises(ConfigError, match="ndf has 3 entries"):
+        build_discriminators([64, 128], ndf=[2, 2, 2], cond_dim=5)
+
+
+def test_build_discriminators_follows_generator_resolutions():
+    gen = MultiStageGenerator(["init", "attention"], ngf=4, z_dim=3, c_dim=3, sent_dim=4, word_dim=4,
+                              base_size=32, res_blocks=1)
+    ds = build_discriminators(gen.resolutions, ndf=2, cond_dim=4, uncond=[False, True])
+    assert [d.resolution for d in ds] == [32, 64] and [d.has_uncond for d in ds] == [False, True]

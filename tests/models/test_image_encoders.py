@@ -1,0 +1,88 @@
+"""DAMSM image encoders: shapes, AttnGAN CNN_ENCODER key compatibility, ImageNet loading and freezing."""
+
+import pytest
+import torch
+from torchvision.models.inception import Inception3
+
+from t2i.errors import CheckpointError, WeightsError
+from t2i.models.image_encoders import InceptionImageEncoder, LightImageEncoder
+
+# Modules AttnGAN's CNN_ENCODER.define_module copies from torchvision's inception_v3, plus its two layers.
+REFERENCE_MODULES = ["Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "Conv2d_3b_1x1", "Conv2d_4a_3x3",
+                     "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d",
+                     "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c"]
+
+
+def _reference_state(embed_dim=256, old_format=True):
+    """A state dict shaped like image_encoder200.pth (PyTorch 0.3: no BN num_batches_tracked)."""
+    torch.manual_seed(0)
+    inc = Inception3(aux_logits=False, init_weights=False).state_dict()
+    state = {k: v for k, v in inc.items() if k.split(".")[0] in REFERENCE_MODULES}
+    if old_format:
+        state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    state["emb_features.weight"] = torch.randn(embed_dim, 768, 1, 1)
+    state["emb_cnn_code.weight"] = torch.randn(embed_dim, 2048)
+    state["emb_cnn_code.bias"] = torch.randn(embed_dim)
+    return state
+
+
+@pytest.fixture(scope="module")
+def inception():
+    torch.manual_seed(0)
+    return InceptionImageEncoder(embed_dim=16)
+
+
+def test_inception_shapes_and_keys(inception):
+    regions, global_feat = inception.eval()(torch.rand(2, 3, 64, 64) * 2 - 1)
+    assert regions.shape == (2, 16, 17, 17) and global_feat.shape == (2, 16)
+    own = {k for k in inception.state_dict() if not k.endswith("num_batches_tracked")}
+    assert own == set(_reference_state(16))
+    assert inception.emb_features.weight.abs().max() <= 0.1 and inception.emb_cnn_code.weight.abs().max() <= 0.1
+    # from scratch: the whole trunk trains
+    assert all(p.requires_grad for p in inception.parameters())
+
+
+def test_reference_image_encoder_loads_strictly(inception):
+    state = _reference_state(16)
+    inception.load_reference_state_dict(state)
+    assert torch.equal(inception.emb_cnn_code.bias, state["emb_cnn_code.bias"])
+    assert torch.equal(inception.Mixed_7c.branch_pool.conv.weight, state["Mixed_7c.branch_pool.conv.weight"])
+    with pytest.raises(CheckpointError, match="embedding size 256") as err:
+        inception.load_reference_state_dict(_reference_state(256), "image_encoder200.pth")
+    assert "\n" not in str(err.value)
+    bad = _reference_state(16)
+    bad.pop("Mixed_6e.branch1x1.conv.weight")
+    with pytest.raises(CheckpointError, match="missing"):
+        inception.load_reference_state_dict(bad)
+
+
+def test_pretrained_trunk_is_loaded_and_frozen(tmp_path):
+    torch.manual_seed(1)
+    imagenet = Inception3(aux_logits=True, init_weights=False)
+    path = tmp_path / "inception_v3_google.pth"
+    torch.save(imagenet.state_dict(), path)
+    enc = InceptionImageEncoder(embed_dim=8, pretrained=str(path))
+    assert torch.equal(enc.Conv2d_1a_3x3.conv.weight, imagenet.Conv2d_1a_3x3.conv.weight)
+    trainable = {n for n, p in enc.named_parameters() if p.requires_grad}
+    assert trainable == {"emb_features.weight", "emb_cnn_code.weight", "emb_cnn_code.bias"}
+    enc.train()
+    assert not enc.Mixed_6e.training and enc.emb_features.training
+    with pytest.raises(WeightsError, match="not found"):
+        InceptionImageEncoder(pretrained=str(tmp_path / "missing.pth"))
+    torch.save({"fc.weight": torch.zeros(3, 3)}, tmp_path / "wrong.pth")
+    with pytest.raises(WeightsError, match="does not fit"):
+        InceptionImageEncoder(pretrained=str(tmp_path / "wrong.pth"))
+
+
+def test_light_encoder_shapes_and_gradients():
+    torch.manual_seed(0)
+    enc = LightImageEncoder(embed_dim=12, width=4, image_size=64)
+    images = torch.rand(3, 3, 64, 64) * 2 - 1
+    regions, global_feat = enc(images)
+    assert regions.shape == (3, 12, 16, 16) and global_feat.shape == (3, 12)
+    (regions.mean() + global_feat.mean()).backward()
+    assert all(p.grad is not None for p in enc.parameters())
+    # other input sizes are resized to image_size
+    assert enc(torch.zeros(2, 3, 128, 128))[0].shape == (2, 12, 16, 16)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        LightImageEncoder(image_size=60)

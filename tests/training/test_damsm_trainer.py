@@ -1,0 +1,144 @@
+"""DAMSM trainer: learning on a toy task, exact resume, NaN stop, exports and their checks, lr schedule."""
+
+import math
+
+import pytest
+import torch
+
+from t2i.errors import CheckpointError, TrainingError
+from t2i.models.image_encoders import LightImageEncoder
+from t2i.models.text_encoders import RNNTextEncoder
+from t2i.structures import Batch
+from t2i.training.checkpoint import load_checkpoint
+from t2i.training.damsm import (DAMSMTrainer, damsm_lr, load_image_encoder, load_text_encoder,
+                                save_text_encoder)
+
+VOCAB = 12
+COLOURS = torch.tensor([[1, -1, -1], [-1, 1, -1], [-1, -1, 1], [1, 1, -1]], dtype=torch.float32)
+
+
+class ToyVocab:
+    def __init__(self, n=VOCAB):
+        self.itos = ["<end>"] + [f"w{i}" for i in range(1, n)]
+
+    def __len__(self):
+        return len(self.itos)
+
+    def to_dict(self):
+        return {"format": "t2i-vocab", "itos": list(self.itos)}
+
+
+def _batches(n_batches, b=8, seed=0):
+    """Class c: a 16 px image of colour c with noise; caption: word c+1 then filler words, random length."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n_batches):
+        cls = torch.randint(0, 4, (b,), generator=g)
+        images = COLOURS[cls][:, :, None, None] * 0.8 + 0.2 * torch.randn(b, 3, 16, 16, generator=g)
+        lengths = torch.randint(2, 5, (b,), generator=g)
+        captions = torch.randint(5, VOCAB, (b, 4), generator=g)
+        captions[:, 0] = cls + 1
+        captions[torch.arange(4)[None] >= lengths[:, None]] = 0
+        out.append(Batch(images=[images.clamp(-1, 1)], captions=captions, lengths=lengths, class_ids=cls))
+    return out
+
+
+def _models(seed=0):
+    torch.manual_seed(seed)
+    return (RNNTextEncoder(VOCAB, word_dim=8, hidden_dim=8, dropout=0.1),
+            LightImageEncoder(embed_dim=16, width=4, image_size=16))
+
+
+def _trainer(tmp_path, train, test=None, seed=0, **kw):
+    text, image = _models(seed)
+    kw = dict(lr=0.01, epochs=1, ckpt_every=1000, log_every=1, device="cpu", progress=False, vocab=ToyVocab(),
+              folds=2) | kw
+    return DAMSMTrainer(text, image, train, test, tmp_path, **kw)
+
+
+def test_learns_toy_matching_and_exports(tmp_path):
+    train, test = _batches(6), _batches(2, seed=1)
+    trainer = _trainer(tmp_path, train, test, epochs=6)
+    before = sum(trainer.compute_loss(b).loss.item() for b in test)
+    metrics = trainer.fit()
+    after = sum(trainer.compute_loss(b).loss.item() for b in test)
+    assert trainer.step == 36 and after < 0.8 * before
+    assert 0.0 <= metrics["test/r_precision"] <= 1.0 and "test/loss_word" in metrics
+    assert (tmp_path / "tb").is_dir() and (tmp_path / "checkpoint.pt").is_file()
+    # exports rebuild themselves, frozen, with identical outputs
+    text = load_text_encoder(tmp_path / "text_encoder.pt", vocab=ToyVocab())
+    image = load_image_encoder(tmp_path / "image_encoder.pt", embed_dim=16)
+    assert not any(p.requires_grad for p in text.parameters()) and not text.training
+    trainer.text_encoder.eval()
+    trainer.image_encoder.eval()
+    with torch.no_grad():
+        assert torch.allclose(text.encode(test[0]).sentence, trainer.text_encoder.encode(test[0]).sentence)
+        assert torch.allclose(image(test[0].images[-1])[1], trainer.image_encoder(test[0].images[-1])[1])
+    data = load_checkpoint(tmp_path / "text_encoder.pt", "damsm_text")
+    assert data["kwargs"]["vocab_size"] == VOCAB and data["vocab"]["itos"] == ToyVocab().itos
+
+
+def test_export_checks(tmp_path):
+    text, image = _models()
+    save_text_encoder(tmp_path / "t.pt", text, ToyVocab())
+    with pytest.raises(CheckpointError, match="vocabulary of 12 tokens but the data has 13") as err:
+        load_text_encoder(tmp_path / "t.pt", vocab=ToyVocab(13))
+    assert "\n" not in str(err.value)
+    other = ToyVocab()
+    other.itos[3] = "zzz"
+    with pytest.raises(CheckpointError, match="other words"):
+        load_text_encoder(tmp_path / "t.pt", vocab=other)
+    from t2i.training.damsm import save_image_encoder
+    save_image_encoder(tmp_path / "i.pt", image)
+    with pytest.raises(CheckpointError, match="embedding size 16 but 32"):
+        load_image_encoder(tmp_path / "i.pt", embed_dim=32)
+    with pytest.raises(CheckpointError, match="damsm_text"):
+        load_text_encoder(tmp_path / "i.pt")  # an image encoder is not a text encoder
+    torch.save({"encoder.weight": torch.zeros(3, 3)}, tmp_path / "raw.pth")
+    with pytest.raises(CheckpointError, match="not a t2i checkpoint"):
+        load_text_encoder(tmp_path / "raw.pth")
+
+
+def test_resume_is_exact(tmp_path):
+    train = _batches(3)
+    full = _trainer(tmp_path / "full", train, max_steps=5, epochs=10)
+    full.fit()
+    part = _trainer(tmp_path / "part", train, max_steps=4, epochs=10, ckpt_every=2)
+    part.fit()
+    resumed = _trainer(tmp_path / "part", train, seed=123, max_steps=5, epochs=10)  # other init: must be overwritten
+    resumed.fit()
+    assert resumed.step == 5
+    for a, b in zip(full.text_encoder.state_dict().values(), resumed.text_encoder.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6)
+    for a, b in zip(full.image_encoder.state_dict().values(), resumed.image_encoder.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6)
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path):
+    trainer = _trainer(tmp_path, _batches(2), ckpt_every=1)
+    trainer.train_step(_batches(1)[0])
+    path = trainer.save_training_checkpoint()
+    stamp = path.stat().st_mtime_ns
+    with torch.no_grad():
+        trainer.text_encoder.encoder.weight.fill_(float("nan"))
+    with pytest.raises(TrainingError, match="step 1") as err:
+        trainer.train_step(_batches(1)[0])
+    assert "\n" not in str(err.value)
+    assert path.stat().st_mtime_ns == stamp and load_checkpoint(path)["step"] == 1
+
+
+def test_lr_schedule_matches_reference_loop():
+    lr0 = 0.002
+    lr, expected = lr0, []
+    for _ in range(200):  # pretrain_DAMSM.py: after each epoch, `if lr > lr0 / 10: lr *= 0.98`
+        expected.append(lr)
+        if lr > lr0 / 10.0:
+            lr *= 0.98
+    assert [damsm_lr(lr0, e) for e in range(200)] == pytest.approx(expected, rel=1e-12)
+    assert damsm_lr(lr0, 199) == pytest.approx(lr0 * 0.98 ** 114) and damsm_lr(lr0, 199) < lr0 / 10
+
+
+def test_bf16_step_runs(tmp_path):
+    trainer = _trainer(tmp_path, _batches(1), precision="bf16")
+    values = trainer.train_step(_batches(1)[0])
+    assert math.isfinite(values["loss/total"]) and 0 <= values["acc/sent_img2text"] <= 1
