@@ -12,6 +12,8 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from t2i.errors import T2IError
+
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
@@ -23,7 +25,15 @@ def build(node: Any, **runtime: Any) -> Any:
     """
     if node is None:
         raise ValueError("cannot build from an empty config node")
-    return instantiate(node, _convert_="all", **runtime)
+    try:
+        return instantiate(node, _convert_="all", **runtime)
+    except Exception as exc:  # Hydra wraps the target's errors; a user-facing one is re-raised as it is
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, T2IError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise
 
 
 def to_container(node: Any) -> Any:

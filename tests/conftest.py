@@ -16,7 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+
+# The suite runs as two pytest-xdist workers on two cores: one intra-op thread each avoids
+# oversubscription, which makes tiny tensor ops several times slower.
+torch.set_num_threads(1)
 
 COLOURS = ["red", "green", "blue", "yellow", "black", "white", "grey", "brown"]
 PARTS = ["crown", "wing", "belly"]

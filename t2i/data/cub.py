@@ -24,12 +24,13 @@ import logging
 import os
 from pathlib import Path
 
+from t2i.data.images import crop_box  # noqa: F401  (AttnGAN's bbox crop, applied by load_image)
 from t2i.data.safe_pickle import safe_load
 from t2i.data.text import Vocabulary, is_usable_caption, tokenize
 from t2i.errors import DataError
 from t2i.structures import Record
 
-__all__ = ["CUBSource", "SourceBase", "read_caption_file", "SPLITS"]
+__all__ = ["CUBSource", "SourceBase", "crop_box", "read_caption_file", "SPLITS"]
 
 log = logging.getLogger(__name__)
 

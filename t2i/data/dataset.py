@@ -13,6 +13,7 @@ import logging
 from functools import partial
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -180,6 +181,11 @@ class TextImageDataset(Dataset):
         return item
 
 
+def _stack(tensors: Sequence[Tensor]) -> Tensor:
+    # numpy's single-threaded copy: torch.stack's thread pool is slower for this on a busy CPU
+    return torch.from_numpy(np.stack([t.numpy() for t in tensors]))
+
+
 def _pad(seqs: Sequence[Tensor]) -> Tensor:
     out = torch.zeros(len(seqs), max(len(s) for s in seqs), dtype=torch.long)  # 0 = <end> = padding
     for row, s in enumerate(seqs):
@@ -205,7 +211,7 @@ def collate(items: Sequence[dict[str, Any]], wrong_captions: bool = True) -> Bat
     items = [items[i] for i in order]
     num_stages = len(items[0]["images"])
     batch = Batch(
-        images=[torch.stack([it["images"][s] for it in items]) for s in range(num_stages)],
+        images=[_stack([it["images"][s] for it in items]) for s in range(num_stages)],
         captions=_pad([it["caption"] for it in items]),
         lengths=lengths[order],
         class_ids=torch.tensor([it["class_id"] for it in items], dtype=torch.long),

@@ -174,14 +174,23 @@ def parse_caption_attributes(caption: str, schema: Schema, part_words: Mapping[s
     return named
 
 
-def named_to_labels(named: Sequence[Mapping[str, str]], schema: Schema) -> Tensor:
+def _value_index(schema: Schema, part: str, value: str | int) -> int:
+    values = list(schema[part])
+    if isinstance(value, int) and 0 <= value < len(values):
+        return value
+    if isinstance(value, str) and value in values:
+        return values.index(value)
+    raise DataError(f"attribute value {value!r} of part {part!r} is not in the schema ({', '.join(values)})")
+
+
+def named_to_labels(named: Sequence[Mapping[str, str | int]], schema: Schema) -> Tensor:
     """``[N, P]`` long labels (value index per schema part, -1 where not named) from ``{part: value}`` dicts."""
     parts = list(schema)
     labels = torch.full((len(named), len(parts)), -1, dtype=torch.long)
     for n, attrs in enumerate(named):
         for part, value in attrs.items():
             if part in schema:
-                labels[n, parts.index(part)] = list(schema[part]).index(value)
+                labels[n, parts.index(part)] = _value_index(schema, part, value)
     return labels
 
 
@@ -204,7 +213,7 @@ def attribute_accuracy(pred: Mapping[str, Tensor], named: Sequence[Mapping[str, 
         raise DataError(f"attribute accuracy: {n} captions but predictions of sizes {[len(p) for p in pred.values()]}")
     scores = []
     for i, attrs in enumerate(named):
-        checks = [int(pred[part][i]) == (value if isinstance(value, int) else list(schema[part]).index(value))
+        checks = [int(pred[part][i]) == _value_index(schema, part, value)
                   for part, value in attrs.items() if part in schema and part in pred]
         if checks:
             scores.append(sum(checks) / len(checks))

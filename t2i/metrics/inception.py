@@ -28,12 +28,16 @@ import logging
 import os
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from t2i.errors import WeightsError
+
+if TYPE_CHECKING:
+    from t2i.metrics.profiles import Profile
 
 log = logging.getLogger(__name__)
 
@@ -376,7 +380,7 @@ def map_packaged_state(state: dict[str, Tensor], prefix: str = "net.layers.") ->
 
 
 @torch.no_grad()
-def inception_outputs(model: FIDInceptionV3, profile, batches, device: str | torch.device = "cpu",
+def inception_outputs(model: FIDInceptionV3, profile: Profile, batches: Iterable[Tensor], device: str | torch.device = "cpu",
                       autocast_dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor | None]:
     """Pool features and logits of a stream of image batches, prepared by one profile.
 

@@ -18,6 +18,9 @@ from t2i.training.damsm import DAMSMTrainer
 
 log = logging.getLogger(__name__)
 
+# Keys of the encoder config that describe where the trained DAMSM lives, not constructor arguments.
+NOT_ARGUMENTS = ("checkpoint",)
+
 
 def _get(node: Any, key: str, default: Any = None) -> Any:
     if node is None:
@@ -29,7 +32,8 @@ def _get(node: Any, key: str, default: Any = None) -> Any:
 def build_encoders(cfg: Any, vocab_size: int) -> tuple[Any, Any]:
     """The text encoder (``cfg.encoder``) and the image encoder chosen by ``cfg.model.image_encoder``."""
     model = cfg.model
-    text_encoder = build(cfg.encoder, vocab_size=vocab_size)
+    node = {k: v for k, v in to_container(cfg.encoder).items() if k not in NOT_ARGUMENTS}
+    text_encoder = build(node, vocab_size=vocab_size)
     choice = str(model.image_encoder)
     options = model.image_encoders
     if choice not in options:

@@ -18,7 +18,6 @@ from t2i.config import build, to_container
 from t2i.data.dataset import make_loader
 from t2i.errors import CheckpointError, ConfigError
 from t2i.losses.gan import GANLoss
-from t2i.models.discriminator import build_discriminators
 from t2i.models.factory import build_from_spec, spec_from_node
 from t2i.recipes.data import build_datasets
 from t2i.runtime import Precision, init_distributed, resolve_device, seed_everything
@@ -59,22 +58,27 @@ def stage_levels(resolutions: list[int]) -> list[int]:
 
 
 def build_models(cfg, text_encoder: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.ModuleList, dict]:
-    """Generator and discriminators for ``cfg.model``, with the text encoder's sizes filled in."""
+    """Generator and one discriminator per stage for ``cfg.model``, with the text encoder's sizes filled in."""
+    model = cfg.model
     dim = int(text_encoder.out_dim)
-    gen_node = to_container(cfg.model.generator)
-    gen_spec = spec_from_node(gen_node, sent_dim=dim, word_dim=dim)
+    gen_spec = spec_from_node(to_container(model.generator), sent_dim=dim, word_dim=dim)
     generator = build_from_spec(gen_spec)
-    condition = _opt(cfg.model.loss, "condition", "sentence")
+    condition = str(_opt(model, "d_condition", "sentence"))
     cond_dim = dim if condition == "sentence" else int(gen_spec["kwargs"]["c_dim"])
-    d_kwargs = dict(to_container(cfg.model.discriminator))
-    d_kwargs.pop("_target_", None)
-    discriminators = build_discriminators(generator.resolutions, cond_dim=cond_dim, **d_kwargs)
+    d_node = to_container(model.discriminator)
+    per_stage = to_container(_opt(model, "discriminator_per_stage")) or [{}] * len(generator.resolutions)
+    if len(per_stage) != len(generator.resolutions):
+        raise ConfigError(f"discriminator_per_stage has {len(per_stage)} entries for {len(generator.resolutions)} "
+                          f"generator stages {list(model.generator.stages)}")
+    d_specs = [spec_from_node({**d_node, **extra}, resolution=int(r), cond_dim=cond_dim)
+               for r, extra in zip(generator.resolutions, per_stage)]
+    discriminators = torch.nn.ModuleList(build_from_spec(s) for s in d_specs)
     spec = {
-        "name": str(cfg.model.name),
+        "name": str(model.name),
         "z_dim": int(gen_spec["kwargs"]["z_dim"]),
         "words_num": int(cfg.data.words_num),
         "generator": gen_spec,
-        "discriminators": {"resolutions": list(generator.resolutions), "cond_dim": cond_dim, **d_kwargs},
+        "discriminators": d_specs,
         "text_encoder": {"target": f"{type(text_encoder).__module__}.{type(text_encoder).__qualname__}",
                          "kwargs": dict(text_encoder.init_kwargs)},
     }
@@ -114,12 +118,12 @@ def build_trainer(cfg) -> GANTrainer:
     device = resolve_device(str(cfg.device)) if not dist.enabled or not torch.cuda.is_available() \
         else torch.device("cuda", dist.local_rank)
     precision = Precision(str(cfg.train.precision), device)
-    optim = cfg.model.optim
 
     # (1) the pretrained DAMSM: frozen text encoder, and the image encoder for the DAMSM loss
     text_path, image_path = damsm_paths(cfg)
     text_encoder = load_text_encoder(text_path)
-    lambda_damsm = float(_opt(cfg.model.loss, "lambda_damsm", 0.0))
+    model = cfg.model
+    lambda_damsm = float(_opt(model, "lambda_damsm", 0.0))
     image_encoder = load_image_encoder(image_path, embed_dim=int(text_encoder.out_dim)) if lambda_damsm > 0 else None
 
     # (2) models
@@ -130,7 +134,7 @@ def build_trainer(cfg) -> GANTrainer:
     train_ds, _, vocab = build_datasets(cfg.data, base_size=generator.resolutions[0], num_stages=levels[-1] + 1,
                                         seed=int(cfg.seed))
     load_text_encoder(text_path, vocab=vocab)  # raises CheckpointError when the vocabularies differ
-    batch_size = int(_opt(cfg.train, "batch_size", _opt(optim, "batch_size", 16)))
+    batch_size = int(_opt(cfg.train, "batch_size", _opt(model, "batch_size", 16)))
     sampler = None
     if dist.enabled:
         from torch.utils.data.distributed import DistributedSampler
@@ -141,14 +145,15 @@ def build_trainer(cfg) -> GANTrainer:
                          num_workers=int(_opt(cfg.train, "num_workers", 0)), seed=int(cfg.seed))
 
     # (4) losses
-    loss_kwargs = dict(to_container(cfg.model.loss))
-    loss = GANLoss(image_encoder=image_encoder, **loss_kwargs)
+    loss = GANLoss(image_encoder=image_encoder, lambda_damsm=lambda_damsm, kl_weight=float(model.kl_weight),
+                   adversarial=str(model.loss), scheme=str(model.d_scheme), condition=str(model.d_condition),
+                   uncond_weight=float(model.uncond_weight))
 
-    phases = _opt(cfg.model, "phases")
+    phases = _opt(model, "phases")
     settings = GANTrainerSettings(
-        max_steps=int(_opt(cfg.train, "max_steps", _opt(optim, "max_steps", 2000))),
-        lr_g=float(optim.lr_g), lr_d=float(optim.lr_d), betas=tuple(optim.betas),
-        ema_beta=float(_opt(optim, "ema_beta", 0.999)), z_dim=spec["z_dim"],
+        max_steps=int(_opt(cfg.train, "max_steps", _opt(model, "max_steps", 2000))),
+        lr_g=float(model.lr_g), lr_d=float(model.lr_d), betas=tuple(model.betas),
+        ema_beta=float(_opt(model, "ema_beta", 0.999)), z_dim=spec["z_dim"],
         log_every=int(cfg.train.log_every), image_every=int(cfg.train.image_every),
         ckpt_every=int(cfg.train.ckpt_every), resume=str(cfg.train.resume),
         phases=[Phase(int(p.steps), list(p.stages)) for p in phases] if phases else None,

@@ -156,3 +156,10 @@ def test_make_loader_seeded(source):
     assert len(batches) == 1 and batches[0].wrong_captions is not None
     test_batches = list(make_loader(_ds(source, "test"), batch_size=2, shuffle=False))
     assert test_batches[0].wrong_captions is None
+
+
+def test_loader_with_worker_process(source):
+    ds = _ds(source, "train")
+    a = [b.keys for b in make_loader(ds, batch_size=3, shuffle=True, num_workers=1, seed=2)]
+    b = [b.keys for b in make_loader(ds, batch_size=3, shuffle=True, num_workers=1, seed=2)]
+    assert a == b and sum(len(k) for k in a) == 6

@@ -98,7 +98,7 @@ def _birds(seed, count=2):
 
     rng = np.random.default_rng(seed)
     species = make_species(4, seed=0)
-    images = [np.asarray(draw_bird(sample_bird(species[i % 4], rng), 64)[0].convert("RGB")) for i in range(count)]
+    images = [np.array(draw_bird(sample_bird(species[i % 4], rng), 64)[0].convert("RGB")) for i in range(count)]
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()  # uint8 [N, 3, 64, 64]
 
 
