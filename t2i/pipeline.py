@@ -144,8 +144,11 @@ class Text2ImagePipeline:
         return torch.randn(n, self.z_dim, generator=torch.Generator().manual_seed(seed)).to(self.device)
 
     @torch.no_grad()
-    def generate(self, text: TextEmbedding, noise: Tensor) -> PipelineOutput:
-        with self.precision.autocast():
+    def generate(self, text: TextEmbedding, noise: Tensor, seed: int = 0) -> PipelineOutput:
+        """Run the generator; conditioning augmentation samples as in AttnGAN, from an RNG seeded by ``seed``."""
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), self.precision.autocast():
+            torch.manual_seed(seed)
             out = self.generator(noise, text)
         canvases = out.canvases.float() if out.canvases is not None else None
         return PipelineOutput(images=out.images[-1].float(), stage_images=[x.float() for x in out.images],
@@ -158,7 +161,7 @@ class Text2ImagePipeline:
         text = self.embed(encoded)
         reps = torch.arange(len(encoded.texts)).repeat_interleave(num_images).to(self.device)
         text = TextEmbedding(text.words[reps], text.sentence[reps], text.pad_mask[reps])
-        out = self.generate(text, self.noise(len(reps), seed))
+        out = self.generate(text, self.noise(len(reps), seed), seed)
         out.words = [encoded.words[i] for i in reps.tolist()]
         out.captions = [encoded.texts[i] for i in reps.tolist()]
         out.unknown = encoded.unknown
@@ -175,7 +178,7 @@ class Text2ImagePipeline:
         sent = torch.lerp(text.sentence[0:1].expand(steps, -1), text.sentence[1:2].expand(steps, -1), alphas[:, None])
         nearer = (alphas >= 0.5).long()
         mixed = TextEmbedding(text.words[nearer], sent, text.pad_mask[nearer])
-        out = self.generate(mixed, self.noise(1, seed).expand(steps, -1))
+        out = self.generate(mixed, self.noise(1, seed).expand(steps, -1), seed)
         out.words = [encoded.words[i] for i in nearer.tolist()]
         out.captions = [f"{a:.2f}" for a in alphas.tolist()]
         return out
@@ -192,7 +195,7 @@ class Text2ImagePipeline:
         else:
             z = (torch.sin((1 - alphas) * omega)[:, None] * za + torch.sin(alphas * omega)[:, None] * zb) / torch.sin(omega)
         idx = torch.zeros(steps, dtype=torch.long, device=self.device)
-        out = self.generate(TextEmbedding(text.words[idx], text.sentence[idx], text.pad_mask[idx]), z)
+        out = self.generate(TextEmbedding(text.words[idx], text.sentence[idx], text.pad_mask[idx]), z, seed_a)
         out.words = [encoded.words[0]] * steps
         out.captions = [caption] * steps
         return out

@@ -1,0 +1,178 @@
+"""GANTrainer: steps change parameters with finite losses, resume is exact, NaN stops cleanly, export generates."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from t2i.data.text import Vocabulary
+from t2i.errors import CaptionError, CheckpointError, TrainingError
+from t2i.losses.gan import GANLoss, mismatch_index
+from t2i.models.factory import build_from_spec, make_spec
+from t2i.models.image_encoders import LightImageEncoder
+from t2i.pipeline import Text2ImagePipeline
+from t2i.runtime import Precision
+from t2i.structures import Batch
+from t2i.training.checkpoint import load_checkpoint
+from t2i.training.gan import GANTrainer, GANTrainerSettings, Phase
+
+WORDS = ["a", "bird", "green", "crown", "red", "wing", "small", "blue"]
+
+
+def tiny_models(stages=("init", "attention"), base=32):
+    vocab = Vocabulary(WORDS)
+    text_spec = make_spec("t2i.models.text_encoders.RNNTextEncoder", vocab_size=len(vocab), word_dim=8,
+                          hidden_dim=4, dropout=0.0)
+    text_encoder = build_from_spec(text_spec)
+    gen_spec = make_spec("t2i.models.generator.MultiStageGenerator", stages=list(stages), ngf=4, z_dim=6, c_dim=5,
+                         sent_dim=8, word_dim=8, res_blocks=1, base_size=base)
+    generator = build_from_spec(gen_spec)
+    d_specs = [make_spec("t2i.models.discriminator.StageDiscriminator", resolution=r, ndf=4, cond_dim=8)
+               for r in generator.resolutions]
+    discriminators = torch.nn.ModuleList(build_from_spec(s) for s in d_specs)
+    spec = {"name": "tiny", "z_dim": 6, "words_num": 6, "generator": gen_spec, "discriminators": d_specs,
+            "text_encoder": text_spec}
+    return vocab, text_encoder, generator, discriminators, spec
+
+
+def tiny_batches(n_batches=2, b=4, sizes=(32, 64), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    batches = []
+    for _ in range(n_batches):
+        lengths = torch.tensor(sorted(torch.randint(2, 6, (b,), generator=g).tolist(), reverse=True))
+        caps = torch.randint(1, len(WORDS) + 1, (b, 5), generator=g)
+        caps[torch.arange(5)[None] >= lengths[:, None]] = 0
+        batches.append(Batch(images=[torch.rand(b, 3, s, s, generator=g) * 2 - 1 for s in sizes], captions=caps,
+                             lengths=lengths, class_ids=torch.arange(b), wrong_captions=caps.flip(0),
+                             wrong_lengths=lengths.flip(0)))
+    return batches
+
+
+def make_trainer(tmp_path, lambda_damsm=1.0, max_steps=2, phases=None, lr=2e-4, stages=("init", "attention")):
+    torch.manual_seed(0)
+    vocab, text_encoder, generator, discriminators, spec = tiny_models(stages)
+    image_encoder = LightImageEncoder(embed_dim=8, width=4, image_size=32) if lambda_damsm else None
+    loss = GANLoss(image_encoder=image_encoder, lambda_damsm=lambda_damsm)
+    settings = GANTrainerSettings(max_steps=max_steps, z_dim=6, log_every=1, image_every=1000, ckpt_every=1000,
+                                  resume="never", phases=phases, lr_g=lr, lr_d=lr)
+    return GANTrainer(generator, discriminators, text_encoder, loss, tiny_batches(), tmp_path / "run", settings,
+                      Precision("fp32", torch.device("cpu")), torch.device("cpu"), model_spec=spec,
+                      vocab=vocab.to_dict())
+
+
+def test_two_steps_change_parameters_and_keep_losses_finite(tmp_path):
+    trainer = make_trainer(tmp_path)
+    before_g = [p.detach().clone() for p in trainer.generator.parameters()]
+    before_d = [p.detach().clone() for p in trainer.discriminators.parameters()]
+    before_text = [p.detach().clone() for p in trainer.text_encoder.parameters()]
+    logs = [trainer.train_step(b) for b in tiny_batches()]
+    assert all(torch.isfinite(torch.tensor(v)) for log in logs for v in log.values())
+    assert {"g/adv1", "g/adv2", "g/damsm_word", "g/damsm_sent", "g/kl", "d1/total", "d2/total"} <= set(logs[0])
+    changed_g = sum(not torch.equal(a, b) for a, b in zip(before_g, trainer.generator.parameters()))
+    changed_d = sum(not torch.equal(a, b) for a, b in zip(before_d, trainer.discriminators.parameters()))
+    assert changed_g > 0.9 * len(before_g) and changed_d > 0.9 * len(before_d)
+    # the DAMSM text encoder is frozen
+    assert all(torch.equal(a, b) for a, b in zip(before_text, trainer.text_encoder.parameters()))
+    # EMA moved towards G but is not G
+    p, p_ema = next(trainer.generator.parameters()), next(trainer.ema.shadow.parameters())
+    assert not torch.equal(p, p_ema)
+
+
+def test_save_then_resume_gives_identical_state(tmp_path):
+    a = make_trainer(tmp_path / "a", max_steps=4)
+    for batch in tiny_batches()[:2]:
+        a.train_step(batch)
+    path = a.save()
+    b = make_trainer(tmp_path / "b", max_steps=4)
+    b.load(path)
+    assert b.step == 2
+    for batch in tiny_batches(seed=1):
+        torch.manual_seed(5)
+        la = a.train_step(batch)
+        torch.manual_seed(5)
+        lb = b.train_step(batch)
+        assert la == pytest.approx(lb, rel=1e-6, abs=1e-7)
+    for pa, pb in zip(a.state()["generator"].values(), b.state()["generator"].values()):
+        assert torch.allclose(pa, pb, atol=1e-6)
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path):
+    a = make_trainer(tmp_path)
+    a.model_spec = {**a.model_spec, "name": "other"}
+    path = a.save()
+    b = make_trainer(tmp_path / "b")
+    with pytest.raises(CheckpointError, match="model 'other'"):
+        b.load(path)
+
+
+def test_nan_loss_stops_with_clear_error_and_keeps_last_checkpoint(tmp_path):
+    trainer = make_trainer(tmp_path)
+    trainer.train_step(tiny_batches()[0])
+    path = trainer.save()
+    saved = path.read_bytes()
+    with torch.no_grad():
+        next(trainer.discriminators[0].parameters()).fill_(float("nan"))
+    with pytest.raises(TrainingError, match="last good checkpoint"):
+        trainer.train_step(tiny_batches()[1])
+    assert path.read_bytes() == saved
+
+
+def test_phases_freeze_earlier_stages(tmp_path):
+    trainer = make_trainer(tmp_path, lambda_damsm=0.0, max_steps=4, phases=[Phase(1, [0]), Phase(3, [1])])
+    assert trainer.active_stages(0) == [0] and trainer.active_stages(1) == [1] and trainer.active_stages(9) == [1]
+    batches = tiny_batches()
+    trainer.train_step(batches[0])
+    d2_before = [p.detach().clone() for p in trainer.discriminators[1].parameters()]
+    stage0 = [p.detach().clone() for p in trainer.generator.stages[0].parameters()]
+    logs = trainer.train_step(batches[1])
+    assert "g/adv1" not in logs and "g/adv2" in logs
+    assert all(torch.equal(a, b) for a, b in zip(stage0, trainer.generator.stages[0].parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(d2_before, trainer.discriminators[1].parameters()))
+
+
+def test_fit_exports_a_model_the_pipeline_generates_from(tmp_path, caplog):
+    trainer = make_trainer(tmp_path, max_steps=3)
+    export = trainer.fit()
+    meta = json.loads((export / "model.json").read_text())
+    assert meta["kind"] == "gan" and meta["step"] == 3
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt", "gan")["step"] == 3
+    pipe = Text2ImagePipeline.from_export(export)
+    out = pipe(["a green crown bird", "small red wing"], num_images=2, seed=3)
+    assert out.images.shape == (4, 3, 64, 64) and out.images.abs().max() <= 1
+    assert [im.shape[-1] for im in out.stage_images] == [32, 64]
+    assert out.attn_maps[0].shape[:2] == (4, 4)
+    # padding positions get no attention; weights sum to 1 over words
+    torch.testing.assert_close(out.attn_maps[0][0].sum(0), torch.ones(32, 32))
+    again = pipe(["a green crown bird", "small red wing"], num_images=2, seed=3)
+    assert torch.equal(out.images, again.images)
+    # unknown words are dropped with a warning, empty / all-unknown captions are refused
+    with caplog.at_level("WARNING"):
+        out = pipe("a zebra bird")
+    assert out.words[0] == ["a", "bird"] and "zebra" in caplog.text
+    with pytest.raises(CaptionError, match="no words"):
+        pipe("  !! ")
+    with pytest.raises(CaptionError, match="vocabulary"):
+        pipe("zebra giraffe")
+    inter = pipe.interpolate_captions("green crown", "red wing", steps=3)
+    assert inter.images.shape[0] == 3
+    noise = pipe.interpolate_noise("green crown", steps=3)
+    assert noise.images.shape[0] == 3 and not torch.equal(noise.images[0], noise.images[-1])
+
+
+def test_export_of_wrong_kind_or_broken_is_refused(tmp_path):
+    trainer = make_trainer(tmp_path, max_steps=1)
+    export = trainer.fit()
+    (export / "generator.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="generator.safetensors"):
+        Text2ImagePipeline.from_export(export)
+    with pytest.raises(CheckpointError, match="not an exported"):
+        Text2ImagePipeline.from_export(tmp_path)
+
+
+def test_mismatch_index_picks_another_class():
+    ids = torch.tensor([0, 0, 1, 1, 2])
+    idx = mismatch_index(ids)
+    assert (ids[idx] != ids).all()
+    assert mismatch_index(torch.tensor([3, 3])).tolist() == [1, 0]
