@@ -35,21 +35,24 @@ def prepare(cfg: DictConfig) -> None:
             f"{name} is not at {root}: download it and place it there as data/README.md describes"
         )
     settings = OmegaConf.to_container(render, resolve=True)
+    synthbirds.check_settings(settings)
     start = time.perf_counter()
+    rendered = False
     if not cfg.force and synthbirds.is_rendered(root, **settings):
         print(f"{name}: already rendered at {root.resolve()} with these settings (force=true to redo)")
     else:
         synthbirds.render_dataset(root, **settings, workers=cfg.workers, progress=cfg.progress)
+        rendered = True
     elapsed = time.perf_counter() - start
-    sheet = cfg.contact_sheet or root / "contact_sheet.png"
-    if cfg.contact_sheet or elapsed > 0.5 or not Path(sheet).exists():
+    sheet = Path(cfg.contact_sheet or root / "contact_sheet.png")
+    if rendered or cfg.contact_sheet or not sheet.exists():
         sheet = synthbirds.contact_sheet(root, sheet)
     summary = synthbirds.read_summary(root)
     print(f"root:          {root.resolve()}")
-    print(f"images:        {summary['num_images']} ({settings.get('image_size', 256)} px)")
+    print(f"images:        {summary['num_images']} ({summary['settings']['image_size']} px)")
     print(f"species:       {len(summary['train_species'])} train / {len(summary['test_species'])} test")
     print(f"time:          {elapsed:.1f} s")
-    print(f"contact sheet: {Path(sheet).resolve()}")
+    print(f"contact sheet: {sheet.resolve()}")
 
 
 @hydra.main(config_path="../conf", config_name="prepare_data", version_base="1.3")

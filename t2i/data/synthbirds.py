@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFont
 
-from t2i.errors import DataError
+from t2i.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -683,6 +683,13 @@ DEFAULTS: dict[str, Any] = _settings(20, 150, 256, 0.25, 10, 0)
 """Default render settings (3000 images; the keyword arguments of :func:`render_dataset`)."""
 
 
+def check_settings(settings: dict[str, Any]) -> None:
+    """Raise :class:`ConfigError` for keys that are not :func:`render_dataset` settings."""
+    unknown = set(settings) - set(DEFAULTS)
+    if unknown:
+        raise ConfigError(f"unknown synthbirds render settings {sorted(unknown)}; use keys among {sorted(DEFAULTS)}")
+
+
 def is_rendered(root: str | Path, **settings: Any) -> bool:
     """True when ``root`` holds a complete synthetic set rendered with ``settings`` (defaults filled in).
 
@@ -692,9 +699,7 @@ def is_rendered(root: str | Path, **settings: Any) -> bool:
     marker = root / MARKER
     if not marker.is_file() or (root / INCOMPLETE_MARKER).exists():
         return False
-    unknown = set(settings) - set(DEFAULTS)
-    if unknown:
-        raise TypeError(f"unknown render settings {sorted(unknown)}")
+    check_settings(settings)
     try:
         meta = json.loads(marker.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -730,13 +735,16 @@ def _prepare_root(root: Path) -> None:
         ours = (root / MARKER).exists() or (root / INCOMPLETE_MARKER).exists()
         if entries and not ours:
             raise DataError(f"{root} is not empty and holds no synthetic bird set; choose an empty data.root")
-        for name in _OWNED:
+        # the readers' derived caches (vocabulary, AttnGAN's captions.pickle) go with the old render
+        from t2i.data.cub import ATTNGAN_CAPTIONS, VOCAB_FILE
+
+        for name in (*_OWNED, VOCAB_FILE, ATTNGAN_CAPTIONS):
             path = root / name
             if path.is_dir():
                 shutil.rmtree(path)
             elif path.exists():
                 path.unlink()
-        others = sorted(entries - set(_OWNED))
+        others = sorted(entries - set(_OWNED) - {VOCAB_FILE, ATTNGAN_CAPTIONS})
         if others:
             log.warning("left in %s from before (caches may be stale): %s", root, ", ".join(others))
     root.mkdir(parents=True, exist_ok=True)
@@ -942,7 +950,7 @@ def _wrap(text: str, draw: ImageDraw.ImageDraw, font: Any, width: int) -> list[s
 __all__ = [
     "ATTRIBUTE_PART_NAMES", "BACKGROUNDS", "BEAK_LENGTHS", "BEAK_LENGTH_ATTRIBUTES", "CAPTION_PARTS",
     "COLOURS", "COLOUR_WORDS", "DEFAULTS", "FORMAT_VERSION", "MAX_CAPTION_WORDS", "PARTS", "PART_LABELS", "PART_WORDS",
-    "SIZES", "SIZE_ATTRIBUTES", "Bird", "Species", "attribute_names", "caption_attributes",
+    "SIZES", "SIZE_ATTRIBUTES", "Bird", "Species", "attribute_names", "caption_attributes", "check_settings",
     "colour_attribute", "contact_sheet", "draw_bird", "is_rendered", "make_captions", "make_species",
     "parse_attribute_name", "read_summary", "render_dataset", "sample_bird",
 ]

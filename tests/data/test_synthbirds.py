@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pickle
 import re
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import pytest
 from PIL import Image
 
 from t2i.data import synthbirds as sb
-from t2i.errors import DataError
+from t2i.errors import ConfigError, DataError
 
 SETTINGS = dict(num_species=3, images_per_species=3, image_size=64, seed=3)
 
@@ -216,3 +218,21 @@ def test_contact_sheet(rendered: Path, tmp_path: Path) -> None:
     path = sb.contact_sheet(rendered, tmp_path / "sheet.png", count=9, columns=3, cell=64)
     with Image.open(path) as sheet:
         assert sheet.width == 3 * 64 and sheet.height == 3 * (64 + 4 * 11 + 4)
+
+
+@pytest.mark.slow
+def test_prepare_data_tool_renders_and_reports(tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    root = tmp_path / "birds"
+    args = [sys.executable, str(repo / "tools" / "prepare_data.py"), f"data.root={root}", "progress=false",
+            "workers=1", "data.render.num_species=2", "data.render.images_per_species=2",
+            "data.render.image_size=64", "+data.render.seed=1"]
+    run = subprocess.run(args, capture_output=True, text=True, cwd=repo, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "images:        4 (64 px)" in run.stdout and "1 train / 1 test" in run.stdout
+    assert sb.is_rendered(root, num_species=2, images_per_species=2, image_size=64, seed=1)
+    assert (root / "contact_sheet.png").is_file()
+    bad = subprocess.run([*args, "+data.render.colour=red"], capture_output=True, text=True, cwd=repo, timeout=120)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "colour" in bad.stderr
+    with pytest.raises(ConfigError):
+        sb.is_rendered(root, colour="red")
