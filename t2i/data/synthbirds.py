@@ -319,8 +319,8 @@ def _rotate(pts: np.ndarray, degrees: float, about: tuple[float, float] = (0.0, 
 def _bird_shapes(bird: Bird) -> list[tuple[str, str, Any]]:
     """The bird's shapes in bird units, back to front: ``(part, kind, geometry)``.
 
-    ``kind`` is ``"poly"`` (``[n, 2]`` points), ``"clip"`` (a polygon clipped to the body) or
-    ``"line"`` (``([n, 2] points, width)``).
+    ``kind`` is ``"poly"`` (``[n, 2]`` points), ``"clip"`` (a polygon clipped to the body),
+    ``"line"`` (``([n, 2] points, width)``) or ``"spot"`` (the eye's highlight: colour only).
     """
     beak_len = 0.10 if bird.species.beak_length == "short" else 0.24
     hx, hy = 0.31 + bird.head_offset[0], -0.17 + bird.head_offset[1]
@@ -352,6 +352,7 @@ def _bird_shapes(bird: Bird) -> list[tuple[str, str, Any]]:
     tip = np.array([hx + head_r + beak_len, hy + 0.035])
     shapes.append(("beak", "poly", np.stack([base_top - [0.02, 0.0], tip, base_bot - [0.02, 0.0]])))
     shapes.append(("eye", "poly", _ellipse(hx + 0.055, hy + 0.015, 0.03, 0.03, n=20)))
+    shapes.append(("eye", "spot", _ellipse(hx + 0.065, hy + 0.005, 0.011, 0.011, n=12)))
     return shapes
 
 
@@ -386,7 +387,8 @@ def draw_bird(bird: Bird, image_size: int) -> tuple[Image.Image, np.ndarray, tup
 
     def to_px(p: np.ndarray) -> list[tuple[float, float]]:
         q = (_rotate(p, bird.tilt) - mid) * scale + box_centre
-        q[:, 0] = s / 2 + flip * (q[:, 0] - s / 2) if flip < 0 else q[:, 0]
+        if flip < 0:  # facing left: mirror about the image's vertical midline
+            q[:, 0] = s - q[:, 0]
         return [(float(x * ss), float(y * ss)) for x, y in q]
 
     big = (s * ss, s * ss)
@@ -405,6 +407,9 @@ def draw_bird(bird: Bird, image_size: int) -> tuple[Image.Image, np.ndarray, tup
             for layer, fill in zip(layers, fills):
                 layer.paste(fill, mask=mask)
             continue
+        if kind == "spot":
+            pens[0].polygon(to_px(geom), fill=(235, 235, 235))
+            continue
         targets = list(zip(pens, fills))
         if part == "body":
             targets.append((ImageDraw.Draw(body_mask), 255))
@@ -414,12 +419,6 @@ def draw_bird(bird: Bird, image_size: int) -> tuple[Image.Image, np.ndarray, tup
                 pen.line(to_px(line), fill=fill, width=max(1, round(width * scale * ss)), joint="curve")
             else:
                 pen.polygon(to_px(geom), fill=fill)
-    # eye highlight (a speck, too small to read as a colour)
-    highlight = [(hx, hy) for hx, hy in to_px(np.array([[0.31 + bird.head_offset[0] + 0.065,
-                                                          -0.17 + bird.head_offset[1] + 0.005]]))][0]
-    r = max(0.5, 0.009 * scale * ss)
-    ImageDraw.Draw(colour_layer).ellipse([highlight[0] - r, highlight[1] - r, highlight[0] + r, highlight[1] + r],
-                                         fill=(235, 235, 235))
 
     # antialias by box-downsampling the premultiplied colour layer and the coverage
     colour_small = np.asarray(colour_layer.reduce(ss), dtype=np.float32)

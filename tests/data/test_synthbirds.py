@@ -226,7 +226,7 @@ def test_prepare_data_tool_renders_and_reports(tmp_path: Path) -> None:
     root = tmp_path / "birds"
     args = [sys.executable, str(repo / "tools" / "prepare_data.py"), f"data.root={root}", "progress=false",
             "workers=1", "data.render.num_species=2", "data.render.images_per_species=2",
-            "data.render.image_size=64", "+data.render.seed=1"]
+            "data.render.image_size=64", "data.render.seed=1"]
     run = subprocess.run(args, capture_output=True, text=True, cwd=repo, timeout=120)
     assert run.returncode == 0, run.stderr
     assert "images:        4 (64 px)" in run.stdout and "1 train / 1 test" in run.stdout
