@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from t2i.errors import CheckpointError, TrainingError
 from t2i.runtime import DistInfo, Precision, rng_state, set_rng_state
 from t2i.structures import Batch, TextEmbedding
+from t2i.training.distributed import average_gradients, broadcast_parameters, rank_slice
 from t2i.training.checkpoint import atomic_write, load_checkpoint, load_state_dict_strict, save_checkpoint
 from t2i.training.ema import EMA
 from t2i.training.logging import RunLogger
@@ -97,6 +98,8 @@ class GANTrainer:
         self.visualize = visualize
         # Which entry of ``batch.images`` each stage is trained against (StackGAN v1: 64 and 256 px).
         self.image_levels = image_levels or list(range(len(discriminators)))
+        broadcast_parameters(self.generator)
+        broadcast_parameters(self.discriminators)
         self.ema = EMA(self.generator, s.ema_beta)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=s.lr_g, betas=s.betas)
         self.opt_d = [torch.optim.Adam(d.parameters(), lr=s.lr_d, betas=s.betas) for d in self.discriminators]
@@ -144,7 +147,10 @@ class GANTrainer:
         # (1) encode text with the frozen DAMSM text encoder
         text, wrong = self.encode(batch)
         # (2) generate
-        z = torch.randn(len(batch), self.settings.z_dim, device=self.device)
+        # Noise for the whole global batch, identical on every rank; each rank takes its rows.
+        world = self.dist.world_size
+        z = torch.randn(len(batch) * world, self.settings.z_dim, device=self.device)
+        z = z[rank_slice(len(z), self.dist.rank, world)]
         with self.precision.autocast():
             output = self.generator(z, text)
         cond, wrong_cond = self.loss.conditions(output, text, wrong, self.generator)
@@ -178,6 +184,8 @@ class GANTrainer:
         return logs
 
     def _clip_and_step(self, opt: torch.optim.Optimizer, params) -> None:
+        params = list(params)
+        average_gradients(params, self.dist.world_size)
         if self.settings.grad_clip:
             self.scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(params, self.settings.grad_clip)

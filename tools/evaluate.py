@@ -1,0 +1,103 @@
+"""Evaluate an exported model (or the real test images) with FID, KID, IS, R-precision and attribute accuracy.
+
+    python tools/evaluate.py checkpoint=runs/synthbirds/attngan/export metrics.names=[fid,r_precision,attribute_accuracy] num_images=500
+    python tools/evaluate.py real=true                      # real test images as if generated: FID(train, test), ceilings
+    python tools/evaluate.py metrics=dmgan seed=1          # DM-GAN's protocol (tf1 profile, dropped sample per fold)
+
+Images come from the test split's captions (t2i.evaluation.caption_plan); FID/KID compare with the real test
+images (real=true: with the real train images), whose statistics are cached in runs/<data>/stats/. Writes
+metrics.json and metrics.md into out_dir (default <run>/eval) and prints the table.
+"""
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from t2i.cli import guarded, setup_logging
+from t2i.config import to_container
+from t2i.data.dataset import TextImageDataset
+from t2i.evaluation import (attribute_ceiling, build_suite, evaluate, format_table, real_images, resolve_export,
+                            sha256_file, generated_images, write_results)
+from t2i.pipeline import Text2ImagePipeline
+from t2i.recipes.data import build_source
+from t2i.runtime import resolve_device
+
+
+def _opt(node, key, default=None):
+    value = node.get(key, default) if node is not None else default
+    return default if value is None else value
+
+
+@hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
+@guarded
+def main(cfg: DictConfig) -> None:
+    setup_logging()
+    m = cfg.metrics
+    names = [str(n) for n in m.names]
+    device = resolve_device(str(cfg.device))
+    seed, batch_size, progress = int(cfg.seed), int(cfg.batch_size), bool(cfg.progress)
+
+    # (1) the model, unless grading real images
+    pipe, export = None, None
+    if not cfg.real:
+        export = resolve_export(cfg.checkpoint, cfg.runs_dir)
+        pipe = Text2ImagePipeline.from_export(export, device=device, precision=str(cfg.precision))
+    image_size = int(cfg.image_size or (256 if pipe is None else getattr(pipe.generator, "resolutions", [256])[-1]))
+
+    # (2) data: both splits in evaluation mode (centre crop, no flip), at the size of the evaluated images
+    source = build_source(cfg.data)
+    vocab = source.vocabulary()
+    words_num = int(_opt(cfg.data, "words_num", 18))
+
+    def split(name: str) -> TextImageDataset:
+        return TextImageDataset(source.records(name), vocab, base_size=image_size, num_stages=1, words_num=words_num,
+                                train=False, wrong_captions=False, unknown=str(_opt(cfg.data, "unknown", "drop")))
+
+    test_ds = split("test")
+    reference_split = "train" if cfg.real else "test"
+    workers = int(cfg.workers)
+
+    def reference():
+        return real_images(split(reference_split) if reference_split == "train" else test_ds,
+                           batch_size=batch_size, num_workers=workers, progress=progress)
+
+    # (3) networks and cached reference data; fails here, before generating, when something is missing
+    suite = build_suite(
+        names, data_name=str(cfg.data.name), runs_dir=cfg.runs_dir, reference_images=reference,
+        reference_split=reference_split,
+        train_images=lambda: real_images(split("train"), batch_size=batch_size, num_workers=workers, progress=progress),
+        caption_records=test_ds.records, attribute_schema=source.attribute_schema(), image_size=image_size,
+        profile=str(m.profile), inception_weights=_opt(m, "inception_weights"), is_classifier=_opt(m["is"], "classifier"),
+        stats_cache=_opt(m, "stats_cache"), damsm_dir=_opt(m.r_precision, "damsm"), vocab=vocab, words_num=words_num,
+        attribute_classifier=_opt(m.attribute_accuracy, "classifier"),
+        attribute_options=to_container(m.attribute_accuracy),
+        settings={"is_splits": int(m["is"].splits), "is_num_classes": _opt(m["is"], "num_classes"),
+                  "kid_subsets": int(m.kid.num_subsets), "kid_subset_size": int(m.kid.max_subset_size),
+                  "folds": int(m.r_precision.folds), "mismatched": int(m.r_precision.mismatched),
+                  "drop_last_per_fold": bool(m.r_precision.drop_last_per_fold)},
+        precision=str(m.precision), device=device, seed=seed)
+
+    # (4) the images and the metrics
+    num_images = int(cfg.num_images)
+    if pipe is None:
+        stream = real_images(test_ds, num_images, batch_size=batch_size, num_workers=workers, progress=progress)
+    else:
+        if "attribute_accuracy" in names:
+            attribute_ceiling(suite, real_images(test_ds, batch_size=batch_size, num_workers=workers, progress=progress))
+        stream = generated_images(pipe, test_ds.records, num_images, seed=seed, batch_size=batch_size, progress=progress)
+    results = evaluate(names, stream, suite, seed=seed)
+    results.update(data=str(cfg.data.name), split="test", reference_split=reference_split, image_size=image_size,
+                   real=bool(cfg.real), export=str(export) if export else None)
+    if export is not None:
+        results["weights"].update({str(p): sha256_file(p) for p in sorted(Path(export).glob("*.safetensors"))})
+    out_dir = Path(cfg.out_dir) if cfg.out_dir else (
+        Path(cfg.runs_dir) / str(cfg.data.name) / "eval_real" if export is None else Path(export).parent / "eval")
+    json_path, _ = write_results(out_dir, results)
+    print(format_table(results))
+    print(f"{results['counts']['images']} images in {results['timings']['total']:.1f} s "
+          f"({results['timings']['images_per_second']:.1f} images/s); wrote {json_path} and {out_dir / 'metrics.md'}")
+
+
+if __name__ == "__main__":
+    main()
