@@ -30,6 +30,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
@@ -262,7 +263,7 @@ def _inception_batch(images: Tensor, model: nn.Module, profile: Profile, device:
     x = profile(images.to(device))  # [B, 3, 299, 299]
     with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
         pool, logits = model(x)
-    return pool.float().cpu(), (logits.float().cpu() if logits is not None else None)
+    return (pool.float().cpu() if pool is not None else None), (logits.float().cpu() if logits is not None else None)
 
 
 def inception_features(images_iter: Iterable[ImageBatch | Tensor], model: FIDInceptionV3, profile: Profile | str,
@@ -418,9 +419,11 @@ def load_is_classifier(path: str | os.PathLike, device: str | torch.device = "cp
                            "(TorchScript or torchvision state dict) or drop metrics.is.classifier")
     classifier: nn.Module | None = None
     try:
-        classifier = torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load is deprecated; TorchScript files remain common
+            classifier = torch.jit.load(str(path), map_location="cpu")
     except Exception:
-        pass
+        pass  # not TorchScript: try a state dict below
     if classifier is None:
         from torchvision.models.inception import Inception3
 
@@ -654,8 +657,8 @@ class EvaluationSuite:
     precision: str = "fp32"
     device: str = "cpu"
 
-    def check(self, metric_names: Sequence[str]) -> None:
-        """Fail before any image is made when a requested metric lacks what it needs.
+    def check(self, metric_names: Sequence[str], num_images: int | None = None) -> None:
+        """Fail before any image is made when a requested metric lacks what it needs (or ``num_images`` is too few).
 
         Raises:
             ConfigError: unknown metric; WeightsError: no logits for the Inception Score; CheckpointError /
@@ -679,6 +682,13 @@ class EvaluationSuite:
             raise CheckpointError("R-precision needs a DAMSM (metrics.r_precision.damsm=DIR) and the split's captions")
         if "attribute_accuracy" in metric_names and self.attribute_classifier is None:
             raise CheckpointError("attribute accuracy needs an attribute classifier (metrics.attribute_accuracy.classifier)")
+        if num_images is not None:
+            needs = {"fid": 2, "kid": 2, "is": int(self.settings.get("is_splits", 10)),
+                     "r_precision": int(self.settings.get("folds", 10)) * (2 if self.settings.get("drop_last_per_fold") else 1)}
+            for name in metric_names:
+                if num_images < needs.get(name, 1):
+                    raise DataError(f"{name} needs at least {needs[name]} images (one per split/fold), but "
+                                    f"num_images={num_images}; evaluate more images")
 
 
 def build_suite(metric_names: Sequence[str], *, data_name: str, runs_dir: str | os.PathLike = "runs",
@@ -847,6 +857,10 @@ def evaluate(metric_names: Sequence[str], images: Iterable[ImageBatch], suite: E
         features = torch.cat(pools)
         _check_finite(features, "Inception features")
         if "fid" in names:
+            if count < features.shape[1]:
+                log.warning("FID from %d images, fewer than the %d feature dimensions: the covariance is singular and "
+                            "FID is biased upwards; papers use 30,000 (compare numbers at equal counts only)",
+                            count, features.shape[1])
             metrics["fid"] = frechet_distance(*feature_statistics(features), suite.reference.mu, suite.reference.sigma)
             counts["fid_reference_images"] = int(suite.reference.count)
         if "kid" in names:
@@ -910,7 +924,7 @@ def evaluate_pipeline(pipeline: Text2ImagePipeline, suite: EvaluationSuite, reco
     The trainer builds ``suite`` once (its networks and cached reference data) and calls this at each evaluation;
     ``result["metrics"]`` is a flat ``{name: float}`` ready for a scalar logger.
     """
-    suite.check(metric_names)
+    suite.check(metric_names, num_images)
     stream = generated_images(pipeline, records, num_images, seed=seed, batch_size=batch_size, progress=progress)
     return evaluate(metric_names, stream, suite, seed=seed)
 

@@ -79,7 +79,8 @@ def main(cfg: DictConfig) -> None:
         precision=str(m.precision), device=device, seed=seed)
 
     # (4) the images and the metrics
-    num_images = int(cfg.num_images)
+    num_images = int(cfg.num_images) if pipe is not None else min(int(cfg.num_images), len(test_ds))
+    suite.check(names, num_images)
     if pipe is None:
         stream = real_images(test_ds, num_images, batch_size=batch_size, num_workers=workers, progress=progress)
     else:

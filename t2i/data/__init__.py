@@ -1,16 +1,22 @@
 """Data: tokenizer and vocabulary, CUB/COCO readers, image pyramids, datasets and collation.
 
-The synthetic bird renderer lives in :mod:`t2i.data.synthbirds` (imported on demand).
+Names are imported lazily (PEP 562), so that ``import t2i.data.synthbirds`` in rendering worker
+processes does not pull in torch, torchvision and nltk.
 """
 
-from t2i.data.coco import COCOSource
-from t2i.data.cub import CUBSource, read_caption_file
-from t2i.data.dataset import TextImageDataset, collate, make_loader, shorten_caption
-from t2i.data.images import ImagePyramid, crop_box, load_image
-from t2i.data.safe_pickle import safe_load
-from t2i.data.text import Vocabulary, tokenize
+import importlib
 
-__all__ = [
-    "COCOSource", "CUBSource", "ImagePyramid", "TextImageDataset", "Vocabulary", "collate", "crop_box",
-    "load_image", "make_loader", "read_caption_file", "safe_load", "shorten_caption", "tokenize",
-]
+_EXPORTS = {
+    "COCOSource": "coco", "CUBSource": "cub", "read_caption_file": "cub",
+    "TextImageDataset": "dataset", "collate": "dataset", "make_loader": "dataset", "shorten_caption": "dataset",
+    "ImagePyramid": "images", "crop_box": "images", "load_image": "images",
+    "safe_load": "safe_pickle", "Vocabulary": "text", "tokenize": "text",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"t2i.data.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 't2i.data' has no attribute {name!r}")

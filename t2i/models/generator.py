@@ -459,3 +459,6 @@ class MultiStageGenerator(nn.Module):
                 canvases = out.canvases
             features = out.features
         return GeneratorOutput(images=ctx.images, attn_maps=attn_maps, mu=mu, logvar=logvar, canvases=canvases)
+
+
+from t2i.models import draw_stage  # noqa: E402,F401  registers the "draw" stage kind

@@ -1,0 +1,125 @@
+"""t2i.benchmark: FLOP counts against closed forms, timers, peak memory, layouts, table; tools/bench.py smoke run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from t2i.benchmark import (PeakMemory, achieved, count_flops, format_table, images_channels_last, make_case,
+                           matmul_flops, matmul_peak, speedups, summarize_times, time_fn, to_channels_last)
+
+
+def test_matmul_flops_closed_form_and_counter_agree():
+    a, b = torch.randn(6, 7), torch.randn(7, 5)
+    flops, out = count_flops(lambda: a @ b)
+    assert flops == matmul_flops(6, 7, 5) == 2 * 6 * 7 * 5
+    assert torch.equal(out, a @ b)
+
+
+def test_count_flops_linear_and_conv_forward_backward():
+    torch.manual_seed(0)
+    lin = nn.Linear(10, 4)
+    x = torch.randn(3, 10)
+    fwd, _ = count_flops(lambda: lin(x))
+    assert fwd == 2 * 3 * 10 * 4
+    # backward: grad of the input and of the weight, each one product of the same size
+    both, _ = count_flops(lambda: lin(x.requires_grad_()).sum().backward())
+    assert both == 3 * fwd
+    conv = nn.Conv2d(3, 8, 3, padding=1)
+    img = torch.randn(2, 3, 16, 16)
+    flops, _ = count_flops(lambda: conv(img))
+    assert flops == 2 * 2 * 8 * 16 * 16 * 3 * 3 * 3  # 2 B Cout H W Cin k k
+    cl, _ = count_flops(lambda: to_channels_last(conv)(images_channels_last([img])[0]))
+    assert cl == flops
+
+
+def test_time_fn_calls_and_summary():
+    calls = []
+    times = time_fn(lambda: calls.append(1), steps=3, warmup=2)
+    assert len(calls) == 5 and len(times) == 3 and all(t >= 0 for t in times)
+    s = summarize_times([3.0, 1.0, 2.0, 6.0])
+    assert s == {"best": 1.0, "median": 2.5, "mean": 3.0}
+    with pytest.raises(ValueError, match="steps"):
+        time_fn(lambda: None, steps=0)
+
+
+def test_matmul_peak_fields():
+    r = matmul_peak(64, "fp32", repeats=2)
+    assert r["n"] == 64 and r["dtype"] == "float32"
+    assert r["gflops"] == pytest.approx(2 * 64**3 / r["seconds"] / 1e9)
+    assert r["gflops"] >= r["median_gflops"] > 0
+    assert matmul_peak(32, torch.bfloat16, repeats=1)["dtype"] == "bfloat16"
+
+
+def test_achieved_against_peak():
+    gflops, pct = achieved(4e9, 2.0, 8.0)
+    assert gflops == pytest.approx(2.0) and pct == pytest.approx(25.0)
+    assert achieved(1e9, 1.0, None) == (pytest.approx(1.0), None)
+
+
+def test_peak_memory_sees_a_torch_allocation():
+    with PeakMemory("cpu") as mem:
+        x = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+        del x
+    if mem.peak_mib is None:
+        pytest.fail("VmHWM could not be reset on this Linux; PeakMemory would report nothing")
+    assert 60 <= mem.delta_mib <= 200, mem.delta_mib
+
+
+def test_channels_last_keeps_values():
+    torch.manual_seed(0)
+    conv = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ConvTranspose2d(4, 2, 4, 2, 1))
+    x = torch.randn(2, 3, 8, 8)
+    ref = conv(x)
+    to_channels_last(conv)
+    assert conv[0].weight.is_contiguous(memory_format=torch.channels_last)
+    (xc,) = images_channels_last([x])
+    assert xc.is_contiguous(memory_format=torch.channels_last) and torch.equal(xc, x)
+    torch.testing.assert_close(conv(xc), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_cases_speedups_and_table():
+    base = make_case("train", "fp32", False, False, 16, 128, [2.0, 3.0], 64e9, 100.0)
+    fast = make_case("train", "bf16", True, False, 16, 128, [0.5, 0.6], 64e9, 400.0)
+    gen = make_case("generate", "fp32", False, False, 32, 256, [1.0], 32e9, 100.0)
+    assert base.images_per_s == 8.0 and base.flops_per_image == 4e9
+    assert base.gflops == pytest.approx(32.0) and base.pct_peak == pytest.approx(32.0)
+    assert fast.pct_peak == pytest.approx(32.0)
+    ups = speedups([base, fast, gen])
+    assert ups == {"train 128px b16 fp32 nchw eager": 1.0, "train 128px b16 bf16 cl eager": 4.0}
+    table = format_table([base, fast, gen], {"fp32": 100.0, "bf16": 400.0})
+    lines = table.splitlines()
+    assert lines[0] == "matmul peak: fp32 100.0 GFLOP/s, bf16 400.0 GFLOP/s"
+    assert len(lines) == 3 + 3 and "2000.0" in lines[3] and "4.000" in lines[3]
+    assert json.dumps(fast.to_dict())
+
+
+@pytest.mark.slow
+def test_bench_tool_runs_and_writes_json(tmp_path):
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "bench.json"
+    args = [sys.executable, str(repo / "tools" / "bench.py"), f"out={out}", "threads=1", "precisions=[fp32,bf16]",
+            "channels_last=[true]", "matmul.n=64", "matmul.repeats=1", "model.generator.ngf=2",
+            "model.discriminator.ndf=2", "encoder.word_dim=8", "encoder.hidden_dim=4", "training.batch_sizes=[2]",
+            "training.steps=1", "training.warmup=0", "training.damsm_width=2", "generation.resolutions=[64,128]",
+            "generation.batch_sizes=[2]", "generation.steps=1", "generation.warmup=0"]
+    run = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "python tools/bench.py" in run.stdout and "matmul peak: fp32" in run.stdout
+    data = json.loads(out.read_text())
+    kinds = [(c["kind"], c["precision"], c["resolution"]) for c in data["cases"]]
+    assert kinds == [("train", "fp32", 128), ("train", "bf16", 128), ("generate", "fp32", 64),
+                     ("generate", "bf16", 64), ("generate", "fp32", 128), ("generate", "bf16", 128)]
+    train, gen64, gen128 = data["cases"][0], data["cases"][2], data["cases"][4]
+    assert train["flops_per_image"] > 3 * gen128["flops_per_image"]  # backward and the Ds cost more than G
+    assert gen128["flops_per_image"] > 2 * gen64["flops_per_image"]  # the attention stage at 128 px
+    assert set(data["matmul_peak_gflops"]) == {"fp32", "bf16"} and data["machine"]["threads"] == 1
+    bad = subprocess.run([*args[:2], "precisions=[fp16]", "device=cpu"], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=120)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "fp16" in bad.stderr

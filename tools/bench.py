@@ -1,0 +1,248 @@
+"""Measure speed on this machine: python tools/bench.py [model=attngan] [precisions=[fp32,bf16]] [out=bench.json].
+
+Three measurements, all on random inputs (no data on disk):
+
+1. matmul peak: best-of-N ``n x n x n`` product in every precision (GFLOP/s);
+2. training-step throughput (images/s) of the GAN trainer (generator + per-stage discriminators + DAMSM
+   loss with a randomly initialised tiny DAMSM: LightImageEncoder + RNNTextEncoder) for every precision
+   and layout (NCHW / channels-last), optionally compiled;
+3. generation latency of the generator at every final resolution (1-3 stages) and batch size.
+
+For each case: ms per step, images/s, FLOPs per image (FlopCounterMode), achieved GFLOP/s and its
+percentage of the measured matmul peak of the same precision, and peak memory. Prints a table and the
+exact command, writes JSON. Examples:
+
+    python tools/bench.py                                          # the CPU preset, fp32 and bf16
+    python tools/bench.py training.enabled=false generation.resolutions=[256] generation.batch_sizes=[32]
+    python tools/bench.py device=cuda precisions=[fp32,bf16,fp16] matmul.n=8192 matmul.inner=10
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig
+from tqdm.auto import tqdm
+
+from t2i.benchmark import (BenchCase, PeakMemory, count_flops, format_table, images_channels_last, make_case,
+                           matmul_peak, num_threads, speedups, time_fn, to_channels_last)
+from t2i.cli import guarded, setup_logging
+from t2i.config import to_container
+from t2i.errors import ConfigError
+from t2i.losses.gan import GANLoss
+from t2i.models.factory import build_from_spec, spec_from_node
+from t2i.models.image_encoders import LightImageEncoder
+from t2i.models.text_encoders import RNNTextEncoder
+from t2i.recipes.gan import build_models
+from t2i.runtime import Precision, resolve_device, seed_everything
+from t2i.structures import Batch
+from t2i.training.gan import GANTrainer, GANTrainerSettings
+
+log = logging.getLogger("t2i.bench")
+
+
+# ---------------------------------------------------------------------------------------------- building
+def text_encoder_from(cfg) -> RNNTextEncoder:
+    enc = cfg.encoder
+    if "RNNTextEncoder" not in str(enc.get("_target_", "")):
+        raise ConfigError(f"bench builds a random RNN text encoder; encoder={enc.get('_target_')} is not one "
+                          "(use encoder=lstm or encoder=gru)")
+    return RNNTextEncoder(int(cfg.training.vocab_size), word_dim=int(enc.word_dim), hidden_dim=int(enc.hidden_dim),
+                          num_layers=int(enc.num_layers), bidirectional=bool(enc.bidirectional), dropout=0.0,
+                          rnn_type=str(enc.rnn_type))
+
+
+def stages_for(cfg, resolution: int) -> list[str]:
+    """The model's stage list cut or extended to reach ``resolution`` (first kind, then the model's next kind)."""
+    stages = list(cfg.model.generator.stages)
+    base = int(cfg.model.generator.base_size)
+    n = math.log2(resolution / base)
+    if n < 0 or n != int(n):
+        raise ConfigError(f"generation resolution {resolution} is not base_size {base} times a power of two")
+    later = stages[1] if len(stages) > 1 else "attention"
+    return [stages[0]] + [later] * int(n)
+
+
+def generator_for(cfg, stages: list[str], dim: int) -> torch.nn.Module:
+    node = {**to_container(cfg.model.generator), "stages": stages}
+    return build_from_spec(spec_from_node(node, sent_dim=dim, word_dim=dim))
+
+
+def random_batch(batch: int, sizes: list[int], vocab_size: int, words: int, generator: torch.Generator) -> Batch:
+    """Images in [-1, 1] at every size, token ids with random lengths, every sample its own class."""
+    lengths = torch.randint(max(2, words // 2), words + 1, (batch,), generator=generator)
+    captions = torch.randint(1, vocab_size, (batch, words), generator=generator)
+    captions[torch.arange(words)[None] >= lengths[:, None]] = 0
+    images = [torch.rand(batch, 3, s, s, generator=generator) * 2 - 1 for s in sizes]
+    return Batch(images=images, captions=captions, lengths=lengths, class_ids=torch.arange(batch),
+                 wrong_captions=captions.roll(1, 0), wrong_lengths=lengths.roll(1, 0))
+
+
+def build_trainer(cfg, precision: Precision, device: torch.device, channels_last: bool, compiled: bool,
+                  run_dir: Path) -> GANTrainer:
+    seed_everything(int(cfg.seed))
+    text_encoder = text_encoder_from(cfg)
+    generator, discriminators, spec = build_models(cfg, text_encoder)
+    lambda_damsm = float(cfg.model.get("lambda_damsm") or 0.0)
+    image_encoder = LightImageEncoder(embed_dim=text_encoder.out_dim, width=int(cfg.training.damsm_width),
+                                      image_size=int(cfg.training.damsm_image_size)) if lambda_damsm > 0 else None
+    m = cfg.model
+    loss = GANLoss(image_encoder=image_encoder, lambda_damsm=lambda_damsm, kl_weight=float(m.kl_weight),
+                   adversarial=str(m.loss), scheme=str(m.d_scheme), condition=str(m.d_condition),
+                   uncond_weight=float(m.uncond_weight))
+    if channels_last:
+        for module in (generator, discriminators, loss):
+            to_channels_last(module)
+    settings = GANTrainerSettings(max_steps=10**9, lr_g=float(m.lr_g), lr_d=float(m.lr_d), betas=tuple(m.betas),
+                                  ema_beta=float(m.get("ema_beta") or 0.999), z_dim=spec["z_dim"], resume="never")
+    trainer = GANTrainer(generator.to(device), discriminators.to(device), text_encoder, loss, [], run_dir, settings,
+                         precision, device, model_spec=spec, vocab={})
+    if compiled:
+        trainer.generator.compile()
+        for d in trainer.discriminators:
+            d.encode = torch.compile(d.encode)
+        if image_encoder is not None:
+            image_encoder.compile()
+    return trainer
+
+
+# ---------------------------------------------------------------------------------------------- cases
+def bench_train(cfg, device, batch_size, precision_name, channels_last, compiled, peaks, flops_cache, run_dir):
+    precision = Precision(precision_name, device)
+    trainer = build_trainer(cfg, precision, device, channels_last, compiled, run_dir)
+    g = torch.Generator().manual_seed(int(cfg.seed))
+    sizes = [int(r) for r in trainer.generator.resolutions]
+    batch = random_batch(batch_size, sizes, int(cfg.training.vocab_size), int(cfg.data.words_num), g).to(device)
+    if channels_last:
+        batch.images = images_channels_last(batch.images)
+    key = ("train", batch_size, sizes[-1])
+    if key not in flops_cache:  # FLOPs do not depend on precision or layout: count once, in the first case
+        flops_cache[key], _ = count_flops(lambda: trainer.train_step(batch))
+    with PeakMemory(device) as mem:
+        times = time_fn(lambda: trainer.train_step(batch), int(cfg.training.steps), int(cfg.training.warmup), device)
+    return make_case("train", precision_name, channels_last, compiled, batch_size, sizes[-1], times,
+                     flops_cache[key], peaks.get(precision_name), mem, stages=trainer.generator.stage_kinds)
+
+
+def bench_generate(cfg, device, resolution, batch_size, precision_name, channels_last, compiled, peaks,
+                   flops_cache):
+    precision = Precision(precision_name, device)
+    seed_everything(int(cfg.seed))
+    text_encoder = text_encoder_from(cfg).to(device).eval()
+    stages = stages_for(cfg, resolution)
+    generator = generator_for(cfg, stages, text_encoder.out_dim).to(device).eval()
+    if channels_last:
+        to_channels_last(generator)
+    if compiled:
+        generator.compile()
+    g = torch.Generator().manual_seed(int(cfg.seed))
+    batch = random_batch(batch_size, [], int(cfg.training.vocab_size), int(cfg.data.words_num), g).to(device)
+    z = torch.randn(batch_size, generator.z_dim, generator=g).to(device)
+    with torch.no_grad():
+        text = text_encoder.encode(batch)
+
+    def run():
+        with torch.no_grad(), precision.autocast():
+            return generator(z, text)
+
+    key = ("generate", batch_size, resolution)
+    if key not in flops_cache:
+        flops_cache[key], _ = count_flops(run)
+    steps = int(cfg.generation.steps) * (4 if batch_size == 1 else 1)  # batch 1 is fast and noisier
+    with PeakMemory(device) as mem:
+        times = time_fn(run, steps, int(cfg.generation.warmup), device)
+    return make_case("generate", precision_name, channels_last, compiled, batch_size, resolution, times,
+                     flops_cache[key], peaks.get(precision_name), mem, stages=stages)
+
+
+# ---------------------------------------------------------------------------------------------- report
+def machine_info(device: torch.device) -> dict:
+    info = {"torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(), "processor": _cpu_model(), "device": str(device)}
+    try:
+        info["loadavg"] = list(os.getloadavg())
+    except OSError:
+        pass
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def plan(cfg) -> list[tuple]:
+    compiled = [False, True] if cfg.compile else [False]
+    cases = []
+    if cfg.training.enabled:
+        cases += [("train", b, p, cl, c) for b in cfg.training.batch_sizes for p in cfg.precisions
+                  for cl in cfg.channels_last for c in compiled]
+    if cfg.generation.enabled:
+        cases += [("generate", r, b, p, cl, c) for r in cfg.generation.resolutions for b in cfg.generation.batch_sizes
+                  for p in cfg.precisions for cl in cfg.channels_last for c in compiled]
+    return cases
+
+
+@hydra.main(config_path="../conf", config_name="bench", version_base="1.3")
+@guarded
+def main(cfg: DictConfig) -> None:
+    setup_logging()
+    if str(cfg.model.get("family")) != "gan":
+        raise ConfigError(f"bench measures GANs; model={cfg.model.get('name')} is of family {cfg.model.get('family')}")
+    device = resolve_device(str(cfg.device))
+    for p in cfg.precisions:
+        Precision(str(p), device)  # refuse fp16 on the CPU before measuring anything
+    command = "python tools/bench.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    with num_threads(cfg.threads):
+        info = machine_info(device)
+        peaks = {}
+        for p in cfg.precisions:
+            r = matmul_peak(int(cfg.matmul.n), str(p), int(cfg.matmul.repeats), device, int(cfg.matmul.inner))
+            peaks[str(p)] = r["gflops"]
+            log.info("matmul %d^3 %s: best %.1f GFLOP/s, median %.1f", r["n"], p, r["gflops"], r["median_gflops"])
+        cases: list[BenchCase] = []
+        flops_cache: dict = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            for spec in tqdm(plan(cfg), desc="bench", unit="case", dynamic_ncols=True):
+                if spec[0] == "train":
+                    _, b, p, cl, c = spec
+                    cases.append(bench_train(cfg, device, b, str(p), cl, c, peaks, flops_cache, Path(tmp) / "run"))
+                else:
+                    _, r, b, p, cl, c = spec
+                    cases.append(bench_generate(cfg, device, r, b, str(p), cl, c, peaks, flops_cache))
+        info["loadavg_after"] = list(os.getloadavg())
+    table = format_table(cases, peaks)
+    print(command)
+    print(f"{info['processor']}, {info['threads']} threads, torch {info['torch']}, load average "
+          f"{info['loadavg'][0]:.2f} before / {info['loadavg_after'][0]:.2f} after")
+    print(table)
+    ups = {**speedups(cases, "train"), **speedups(cases, "generate")}
+    for label, s in ups.items():
+        print(f"speedup {label}: {s:.2f}x")
+    if cfg.out:
+        out = Path(str(cfg.out))
+        out.write_text(json.dumps({"command": command, "machine": info, "matmul_peak_gflops": peaks,
+                                   "cases": [c.to_dict() for c in cases], "speedup_vs_fp32": ups,
+                                   "config": to_container(cfg)}, indent=1))
+        print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
