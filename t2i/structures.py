@@ -126,7 +126,8 @@ class GeneratorOutput(_TensorStruct):
         images: one image per stage, ``[B, 3, H_s, W_s]`` in [-1, 1].
         attn_maps: one entry per attention stage, ``[B, T, h, w]`` word attention (sums to 1 over T).
         mu / logvar: ``[B, C]`` conditioning-augmentation statistics (None without CA).
-        canvases: for DRAW stages, the canvas after every write, ``[B, steps, 3, H, W]``; else None.
+        canvases: for DRAW stages, the starting canvas and the canvas after every write,
+            ``[B, steps + 1, 3, H, W]`` in [-1, 1]; else None.
     """
 
     images: list[Tensor]

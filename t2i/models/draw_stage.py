@@ -19,7 +19,8 @@ Canvas space: ``C_0 = atanh(clamp(up(x_prev), -L, L))`` with ``L = 1 - 1e-3``, s
 upsampled previous image (clamped at 0.999) and the stage's image is ``tanh(C_T)``, in [-1, 1] like every
 other stage's. Working in the pre-tanh space keeps the additive writes of DRAW Eq. (29) unbounded while the
 image stays in range (DRAW works in the same way with ``sigmoid(c_T)``); the clamp bounds ``atanh``'s
-gradient (at most ``1 / (1 - L^2) ~ 500``) and its value (``|C_0| <= 3.8``).
+gradient (at most ``1 / (1 - L^2) ~ 500``) and its value (``|C_0| <= 3.8``). The canvas is kept in float32
+under autocast (the image comes out in float32).
 
 Window prior: the generator initialises every linear layer orthogonally (AttnGAN), which leaves the writer's
 five window parameters (DRAW Eq. (21)) near 0: a grid spanning the whole canvas with 1-pixel filters, i.e.
@@ -198,14 +199,14 @@ class DrawStage(GeneratorStage):
         height, width = canvas.shape[-2:]
         summary = self.summary(features.mean(dim=(2, 3)))  # (B, hidden)
         keys = self.project_words(ctx.text.words)  # (B, T, hidden)
-        static = [summary] + ([ctx.c_code, ctx.z] if self.noise_input else [])
+        noise = [ctx.c_code, ctx.z] if self.noise_input else []
         h = summary.new_zeros(summary.shape[0], self.hidden_dim)
         state = (h, torch.zeros_like(h))  # DRAW starts from a zero state
         canvases, word_attn, windows = [canvas], [], []
         for t in range(self.steps):
             context, beta = word_attention(h[:, None, :], keys, ctx.text.pad_mask)  # (B, 1, hidden), (B, 1, T)
             step = [] if self.step_codes is None else [self.step_codes.weight[t].expand_as(h)]
-            state = self.lstm(torch.cat([static[0], context[:, 0], *step, *static[1:]], dim=1), state)  # Eq. (14)
+            state = self.lstm(torch.cat([summary, context[:, 0], *step, *noise], dim=1), state)  # Eq. (14)
             h = state[0]
             write, window = self.writer(h, height, width, return_window=True)  # Eq. (28)-(29)
             canvas = canvas + write.float()  # DRAW Eq. (6): c_t = c_{t-1} + write(h_t)
