@@ -584,10 +584,13 @@ def ensure_attribute_classifier(path: str | os.PathLike, train_images: Callable[
             train species cover) with their records' attributes; None: only load.
         schema: the colour schema (:func:`colour_schema`) the classifier must predict.
         width, image_size, steps, lr, batch_size: classifier size and training (Adam, flips).
-        explicit: the path was given by the user: load it, never retrain or overwrite.
+        explicit: the path was given by the user: load it as is (its own schema is used), never retrain.
+
+    A cached classifier is reused whenever its schema matches, whatever ``width`` / ``steps`` it was trained with
+    (delete the file to retrain).
 
     Raises:
-        CheckpointError: an explicit classifier lacks parts of the schema, or none can be trained.
+        CheckpointError: an explicit classifier is missing, or none can be trained.
         DataError: no train image has attribute labels.
     """
     path = Path(path)

@@ -79,13 +79,13 @@ def main(cfg: DictConfig) -> None:
             c, k = divmod(i, cfg.num_images)
             written.append(save_image(to_pil(out.images[i]), out_dir / f"caption{c:02d}_{k:02d}.png"))
             for s, stage in enumerate(out.stage_images[:-1]):
-                save_image(to_pil(stage[i]), out_dir / f"caption{c:02d}_{k:02d}_stage{s + 1}.png")
+                written.append(save_image(to_pil(stage[i]), out_dir / f"caption{c:02d}_{k:02d}_stage{s + 1}.png"))
             if out.attn_maps:
                 fig = attention_figure([st[i] for st in out.stage_images[1:]], [a[i] for a in out.attn_maps], out.words[i])
-                save_image(fig, out_dir / f"caption{c:02d}_{k:02d}_attention.png")
+                written.append(save_image(fig, out_dir / f"caption{c:02d}_{k:02d}_attention.png"))
             if out.canvases is not None:
-                save_image(canvas_strip(out.canvases[i]), out_dir / f"caption{c:02d}_{k:02d}_canvas.png")
-                save_canvas_gif(out.canvases[i], out_dir / f"caption{c:02d}_{k:02d}_canvas.gif")
+                written.append(save_image(canvas_strip(out.canvases[i]), out_dir / f"caption{c:02d}_{k:02d}_canvas.png"))
+                written.append(save_canvas_gif(out.canvases[i], out_dir / f"caption{c:02d}_{k:02d}_canvas.gif"))
         grid = captioned_grid(out.images, out.captions, ncol=max(cfg.num_images, 1))
         written.append(save_image(grid, out_dir / "grid.png"))
     print(f"model: {export}")

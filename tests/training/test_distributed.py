@@ -11,9 +11,9 @@ what it saw; the tests compare that with single-process runs in this process:
   two runs agree to 1e-6 absolute / 1e-4 relative on parameters, and both ranks hold bit-identical ones;
 - *realistic* scenario (the trainer as it runs: BatchNorm in training mode, CA noise, DAMSM x 1) through
   ``fit()``: both ranks end with bit-identical parameters, only rank 0 writes the checkpoint, TensorBoard
-  logs and export; against one process on the global batch only the parameter *updates* can be compared
-  (BatchNorm statistics per half batch, CA noise per rank, DAMSM softmax over 4 instead of 8 samples), with
-  the loose bound stated in the test.
+  logs and export. Against one process on the global batch (BatchNorm statistics per half batch, CA noise
+  per rank, DAMSM softmax over 4 instead of 8 samples) the averaged gradient of one step is compared as a
+  direction, with the bound and the measured values stated in the test.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def shard(batch: Batch, rank: int, world: int) -> Batch:
                  wrong_captions=batch.wrong_captions[rows], wrong_lengths=batch.wrong_lengths[rows])
 
 
-def make_trainer(run_dir: Path, dist_info: DistInfo, exact: bool, loader=(), bn_only: bool = False) -> GANTrainer:
+def make_trainer(run_dir: Path, dist_info: DistInfo, exact: bool, loader=()) -> GANTrainer:
     """The same tiny AttnGAN (2 stages 32/64 px) on every rank and in the single-process reference."""
     torch.manual_seed(0)
     text_spec = make_spec("t2i.models.text_encoders.RNNTextEncoder", vocab_size=VOCAB, word_dim=8, hidden_dim=4,
@@ -89,7 +89,7 @@ def make_trainer(run_dir: Path, dist_info: DistInfo, exact: bool, loader=(), bn_
     d_specs = [make_spec("t2i.models.discriminator.StageDiscriminator", resolution=r, ndf=4, cond_dim=8)
                for r in generator.resolutions]
     discriminators = nn.ModuleList(build_from_spec(s) for s in d_specs)
-    if exact or bn_only:
+    if exact:
         generator = MeanCode(generator)
         loss = GANLoss(lambda_damsm=0.0)
     else:
@@ -162,9 +162,6 @@ def _rank_main(rank: int, world: int, port: int, out: str) -> None:
         trainer = make_trainer(out_dir / f"grad{rank}", info, exact=False)
         trainer.train_step(shard(global_batches()[0], rank, world))
         result["real_grads"] = grads(trainer)
-        trainer = make_trainer(out_dir / f"gradbn{rank}", info, exact=False, bn_only=True)
-        trainer.train_step(shard(global_batches()[0], rank, world))
-        result["bn_grads"] = grads(trainer)
     finally:
         torch.save(result, out_dir / f"result{rank}.pt")
         dist.barrier()
@@ -223,12 +220,21 @@ def test_two_ranks_match_one_process_on_the_global_batch(ranks, tmp_path):
     assert moved > 0.9 * len(ref)  # the comparison is not between untouched parameters
 
 
-def test_realistic_averaged_gradients_approach_the_global_batch_gradient(ranks, tmp_path):
-    """BatchNorm per half batch, CA noise per rank and DAMSM over 4 samples make the two runs differ.
+def _cosine(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], prefix: str) -> float:
+    keys = [k for k in a if k.startswith(prefix)]
+    return nn.functional.cosine_similarity(torch.cat([a[k].flatten() for k in keys]),
+                                           torch.cat([b[k].flatten() for k in keys]), dim=0).item()
 
-    The averaged gradient of a realistic step is compared as a vector with the single-process gradient on
-    the global batch (cosine similarity), and against the gradient of one half alone, which is what a rank
-    would follow without averaging.
+
+def test_realistic_averaged_gradients_approach_the_global_batch_gradient(ranks, tmp_path):
+    """The trainer as it runs: the averaged gradient vs the single-process gradient on the global batch.
+
+    BatchNorm statistics per half batch, CA noise per rank and the DAMSM softmax over 4 instead of 8
+    samples make them differ, so they are compared as vectors (cosine similarity), against the gradient of
+    one half alone (what a rank follows without averaging). Measured on this tiny model (per-rank batch 4):
+    discriminators 0.68 averaged vs 0.53 alone; the generator's gradient is dominated by the per-half
+    BatchNorm statistics (0.04 either way; 0.22 vs 0.05 with CA at its mean and no DAMSM, so BatchNorm alone),
+    hence no bound on it here: the exact parity test above covers the generator.
     """
     (r0, _), _ = ranks
     batch = global_batches()[0]
@@ -238,24 +244,8 @@ def test_realistic_averaged_gradients_approach_the_global_batch_gradient(ranks, 
     half.train_step(shard(batch, 0, WORLD))
     g_full, g_half, g_dist = grads(full), grads(half), r0["real_grads"]
     assert g_full.keys() == g_dist.keys()
-    full = make_trainer(tmp_path / "full", DistInfo(), exact=False, bn_only=True)
-    full.train_step(batch)
-    half = make_trainer(tmp_path / "half", DistInfo(), exact=False, bn_only=True)
-    half.train_step(shard(batch, 0, WORLD))
-    print("bn only")
-    for prefix in ("g.", "d."):
-        keys = [k for k in g_full if k.startswith(prefix)]
-        vec = lambda g: torch.cat([g[k].flatten() for k in keys])
-        cos_dist = torch.nn.functional.cosine_similarity(vec(r0["bn_grads"]), vec(grads(full)), dim=0).item()
-        cos_half = torch.nn.functional.cosine_similarity(vec(grads(half)), vec(grads(full)), dim=0).item()
-        print(prefix, cos_dist, cos_half)
-    for prefix in ("g.", "d."):
-        keys = [k for k in g_full if k.startswith(prefix)]
-        vec = lambda g: torch.cat([g[k].flatten() for k in keys])
-        cos_dist = torch.nn.functional.cosine_similarity(vec(g_dist), vec(g_full), dim=0).item()
-        cos_half = torch.nn.functional.cosine_similarity(vec(g_half), vec(g_full), dim=0).item()
-        print(prefix, cos_dist, cos_half, vec(g_dist).norm().item(), vec(g_full).norm().item())
-    assert False
+    cos_dist, cos_half = _cosine(g_dist, g_full, "d."), _cosine(g_half, g_full, "d.")
+    assert cos_dist > 0.6 and cos_dist > cos_half + 0.1, (cos_dist, cos_half)
 
 
 def test_only_rank_zero_writes(ranks):
