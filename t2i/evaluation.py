@@ -6,11 +6,12 @@ The metrics themselves live in :mod:`t2i.metrics`; this module feeds them:
   (an exported model generating from the split's captions). Both yield :class:`ImageBatch` es with the
   images ``[B, 3, H, W]`` in [-1, 1], the caption each image goes with, its class id and its record's
   attributes, so one pass over the stream serves every metric.
-* **caption plan** (:func:`caption_plan`): sample ``i`` of ``n`` uses record ``r = i % R`` and caption
-  ``(r + i // R) % C`` (``R`` records, ``C`` captions each). The first pass over the records uses caption
-  ``r % C`` -- what :class:`t2i.data.dataset.TextImageDataset` shows in evaluation -- and ``n = R * C`` samples
-  use every (record, caption) pair exactly once, as DM-GAN's "generate from every test caption".
-  Real images are each used once (``n <= R``).
+* **caption plan** (:func:`caption_plan`): sample ``i`` of ``n`` uses record ``r = order[i % R]`` (a fixed
+  seeded permutation, so a prefix samples every class) and caption ``(r + i // R) % C`` (``R`` records, ``C``
+  captions each). The first pass over the records uses caption ``r % C`` -- what
+  :class:`t2i.data.dataset.TextImageDataset` shows in evaluation -- and ``n = R * C`` samples use every
+  (record, caption) pair exactly once, as DM-GAN's "generate from every test caption".
+  Real images are each used once (``n <= R``), in the same order.
 * **networks** -- the FID Inception (:mod:`t2i.metrics.inception`) with a named profile, an optional CUB-protocol
   Inception Score classifier (:func:`load_is_classifier`), the scoring DAMSM (:class:`DAMSMScorer`) and the
   attribute classifier (:func:`ensure_attribute_classifier`, trained once on real train images and cached).
@@ -63,7 +64,7 @@ from t2i.training.damsm import load_image_encoder, load_text_encoder
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "ImageBatch", "caption_plan", "real_images", "generated_images", "inception_features", "reference_statistics",
+    "ImageBatch", "record_order", "caption_plan", "real_images", "generated_images", "inception_features", "reference_statistics",
     "DAMSMScorer", "load_is_classifier", "colour_schema", "colour_attributes", "ensure_attribute_classifier",
     "EvaluationSuite", "evaluate", "evaluate_pipeline", "write_results", "format_table", "resolve_export",
     "newest_export", "sha256_file", "stats_path", "build_suite", "attribute_ceiling",
@@ -137,15 +138,27 @@ class ImageBatch:
         return self.images.shape[0]
 
 
-def caption_plan(num_records: int, captions_per_record: int, n: int) -> list[tuple[int, int]]:
-    """``(record, caption)`` of each of ``n`` samples: record ``i % R``, caption ``(record + i // R) % C``.
+def record_order(num_records: int, seed: int = 0) -> list[int]:
+    """A fixed pseudo-random order of the records (seeded, independent of the evaluation seed).
 
-    ``n = R * C`` visits every pair exactly once; ``n <= R`` uses caption ``r % C`` of record ``r`` (the
-    evaluation caption of :class:`~t2i.data.dataset.TextImageDataset`).
+    Data sets list records species by species, so the first ``n`` records would cover only a few classes; taking
+    them in this order makes any prefix a uniform sample of the split.
+    """
+    return np.random.default_rng(seed).permutation(num_records).tolist()
+
+
+def caption_plan(num_records: int, captions_per_record: int, n: int) -> list[tuple[int, int]]:
+    """``(record, caption)`` of each of ``n`` samples.
+
+    Sample ``i`` uses record ``r = order[i % R]`` (:func:`record_order`) and caption ``(r + i // R) % C``. So
+    ``n = R * C`` visits every pair exactly once; ``n <= R`` visits ``n`` distinct records spread over the split,
+    each with caption ``r % C`` (the evaluation caption of :class:`~t2i.data.dataset.TextImageDataset`).
     """
     if num_records < 1 or captions_per_record < 1:
         raise DataError(f"cannot plan captions for {num_records} records with {captions_per_record} captions each")
-    return [(i % num_records, (i % num_records + i // num_records) % captions_per_record) for i in range(n)]
+    order = record_order(num_records)
+    return [(order[i % num_records], (order[i % num_records] + i // num_records) % captions_per_record)
+            for i in range(n)]
 
 
 def _progress(iterable, total: int, desc: str, enabled: bool):
@@ -164,14 +177,16 @@ def real_images(dataset: TextImageDataset, n: int | None = None, batch_size: int
         progress: show a tqdm bar.
 
     Yields:
-        :class:`ImageBatch` of the largest pyramid stage, caption ``index % captions_per_image`` of each record.
+        :class:`ImageBatch` of the largest pyramid stage, in :func:`caption_plan` order (records in
+        :func:`record_order`, so ``n`` images sample the whole split), caption ``index % captions_per_image``.
     """
     if dataset.train:
         raise ConfigError("real_images needs an evaluation dataset (train=False): no random crops or flips")
     total = len(dataset) if n is None else min(int(n), len(dataset))
     if n is not None and n > len(dataset):
         log.warning("asked for %d real images but the split has %d; using all of them", n, len(dataset))
-    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(total)), batch_size=batch_size,
+    indices = [r for r, _ in caption_plan(len(dataset), 1, total)]
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=batch_size,
                                          shuffle=False, num_workers=num_workers, collate_fn=list)
     bar = _progress(None, total, "real images", progress)
     for items in loader:
@@ -696,6 +711,7 @@ class EvaluationSuite:
 
 def build_suite(metric_names: Sequence[str], *, data_name: str, runs_dir: str | os.PathLike = "runs",
                 reference_images: Callable[[], Iterable[ImageBatch]] | None = None, reference_split: str = "test",
+                reference_limit: int | None = None,
                 train_images: Callable[[], Iterable[ImageBatch]] | None = None,
                 caption_records: Sequence[Record] = (), attribute_schema: Mapping[str, Sequence[str]] | None = None,
                 image_size: int | None = None, profile: str = "pytorch-fid", inception_weights: str | None = None,
@@ -711,6 +727,8 @@ def build_suite(metric_names: Sequence[str], *, data_name: str, runs_dir: str | 
         runs_dir: root of the caches (``runs``).
         reference_images: callable giving the real images of ``reference_split`` (FID/KID reference).
         reference_split: ``test`` to grade generated images; ``train`` to grade real test images.
+        reference_limit: the cap on reference images that ``reference_images`` applies (None: the whole split);
+            recorded with the cached statistics so a capped cache is not mistaken for a full one.
         train_images: callable giving the real TRAIN images with attributes (attribute classifier training).
         caption_records: records of the evaluated split: the pool of mismatched captions for R-precision.
         attribute_schema: the data source's attribute schema (``source.attribute_schema()``).
@@ -753,7 +771,8 @@ def build_suite(metric_names: Sequence[str], *, data_name: str, runs_dir: str | 
         path = Path(stats_cache) if explicit else stats_path(runs_dir, data_name, reference_split, profile)
         if reference_images is None and not (explicit or path.is_file()):
             raise DataError(f"no real-image statistics at {path} and no real images to compute them")
-        expect = {"data": data_name, "split": reference_split, "image_size": image_size, "weights_sha256": weights_sha}
+        expect = {"data": data_name, "split": reference_split, "image_size": image_size, "weights_sha256": weights_sha,
+                  "max_images": reference_limit}
         suite.reference, suite.reference_features = reference_statistics(
             path, reference_images or (lambda: []), suite.inception, profile, precision=precision, device=device,
             expect=expect, need_features="kid" in names, explicit=explicit)

@@ -58,14 +58,16 @@ def main(cfg: DictConfig) -> None:
     reference_split = "train" if cfg.real else "test"
     workers = int(cfg.workers)
 
+    reference_limit = int(cfg.reference_images) if cfg.reference_images else None
+
     def reference():
-        return real_images(split(reference_split) if reference_split == "train" else test_ds,
+        return real_images(split(reference_split) if reference_split == "train" else test_ds, reference_limit,
                            batch_size=batch_size, num_workers=workers, progress=progress)
 
     # (3) networks and cached reference data; fails here, before generating, when something is missing
     suite = build_suite(
         names, data_name=str(cfg.data.name), runs_dir=cfg.runs_dir, reference_images=reference,
-        reference_split=reference_split,
+        reference_split=reference_split, reference_limit=reference_limit,
         train_images=lambda: real_images(split("train"), batch_size=batch_size, num_workers=workers, progress=progress),
         caption_records=test_ds.records, attribute_schema=source.attribute_schema(), image_size=image_size,
         profile=str(m.profile), inception_weights=_opt(m, "inception_weights"), is_classifier=_opt(m["is"], "classifier"),

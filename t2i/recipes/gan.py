@@ -157,6 +157,7 @@ def build_trainer(cfg) -> GANTrainer:
         log_every=int(cfg.train.log_every), image_every=int(cfg.train.image_every),
         ckpt_every=int(cfg.train.ckpt_every), resume=str(cfg.train.resume),
         phases=[Phase(int(p.steps), list(p.stages)) for p in phases] if phases else None,
+        channels_last=bool(_opt(cfg.train, "channels_last", False)), compile=bool(_opt(cfg.train, "compile", False)),
     )
     run_dir = Path(str(cfg.run_dir))
     if dist.enabled and torch.cuda.is_available():

@@ -54,6 +54,8 @@ class GANTrainerSettings:
     resume: str = "auto"
     phases: list[Phase] | None = None
     grad_clip: float | None = None
+    channels_last: bool = False
+    compile: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -98,6 +100,11 @@ class GANTrainer:
         self.visualize = visualize
         # Which entry of ``batch.images`` each stage is trained against (StackGAN v1: 64 and 256 px).
         self.image_levels = image_levels or list(range(len(discriminators)))
+        if s.channels_last:  # NHWC lets oneDNN / cuDNN pick their fast (bf16, AMX, tensor-core) kernels
+            for module in (self.generator, self.discriminators, self.loss):
+                module.to(memory_format=torch.channels_last)
+        # torch.compile wraps the generator's forward only; state dicts and EMA see the plain module.
+        self.generator_forward = torch.compile(self.generator) if s.compile else self.generator
         broadcast_parameters(self.generator)
         broadcast_parameters(self.discriminators)
         self.ema = EMA(self.generator, s.ema_beta)
@@ -141,6 +148,8 @@ class GANTrainer:
 
     def train_step(self, batch: Batch) -> dict[str, float]:
         batch = batch.to(self.device)
+        if self.settings.channels_last:
+            batch.images = [x.contiguous(memory_format=torch.channels_last) for x in batch.images]
         stages = self.active_stages(self.step)
         self._freeze_inactive(stages)
         logs: dict[str, float] = {}
@@ -152,7 +161,7 @@ class GANTrainer:
         z = torch.randn(len(batch) * world, self.settings.z_dim, device=self.device)
         z = z[rank_slice(len(z), self.dist.rank, world)]
         with self.precision.autocast():
-            output = self.generator(z, text)
+            output = self.generator_forward(z, text)
         cond, wrong_cond = self.loss.conditions(output, text, wrong, self.generator)
         # (3) update each active stage's discriminator
         for i in stages:

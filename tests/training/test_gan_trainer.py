@@ -176,3 +176,15 @@ def test_mismatch_index_picks_another_class():
     idx = mismatch_index(ids)
     assert (ids[idx] != ids).all()
     assert mismatch_index(torch.tensor([3, 3])).tolist() == [1, 0]
+
+
+def test_channels_last_bf16_step_matches_layout_and_stays_finite(tmp_path):
+    trainer = make_trainer(tmp_path)
+    trainer.settings.channels_last = True
+    trainer.precision = Precision("bf16", torch.device("cpu"))
+    for module in (trainer.generator, trainer.discriminators, trainer.loss):
+        module.to(memory_format=torch.channels_last)
+    logs = trainer.train_step(tiny_batches()[0])
+    assert all(torch.isfinite(torch.tensor(v)) for v in logs.values())
+    conv = next(m for m in trainer.discriminators[0].modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
