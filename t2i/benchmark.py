@@ -94,7 +94,7 @@ def count_flops(fn: Callable[[], Any]) -> tuple[int, Any]:
 
 
 def matmul_peak(n: int = 2048, dtype: torch.dtype | str = torch.float32, repeats: int = 5,
-                device: torch.device | str = "cpu", inner: int = 1) -> dict[str, float]:
+                device: torch.device | str = "cpu", inner: int = 1, via: str = "mm") -> dict[str, float]:
     """Best-of-``repeats`` throughput of an ``n x n x n`` matrix product.
 
     Args:
@@ -103,25 +103,69 @@ def matmul_peak(n: int = 2048, dtype: torch.dtype | str = torch.float32, repeats
         repeats: timed repeats; the best one is the peak (the others are slowed by other processes).
         device: where to run.
         inner: products per timed repeat (more for fast GPUs, so that timer resolution does not matter).
+        via: ``mm`` (``torch.mm``: MKL for fp32 on x86 CPUs, oneDNN for bf16, cuBLAS on CUDA) or ``conv1x1``:
+            the same product as a 1x1 convolution in channels-last, ``[1, n, n/64, 64] x [n, n, 1, 1]``,
+            which runs on oneDNN/cuDNN, the libraries the models' convolutions use (MKL's fp32 GEMM is
+            several times slower than oneDNN's on AMD CPUs).
 
     Returns:
-        ``{"n", "dtype", "seconds", "gflops", "median_gflops"}``; seconds per product of the best repeat.
+        ``{"n", "dtype", "via", "seconds", "gflops", "median_gflops"}``; seconds per product of the best repeat.
     """
     dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
     device = torch.device(device)
     g = torch.Generator(device="cpu").manual_seed(0)
-    a = torch.randn(n, n, generator=g).to(device=device, dtype=dtype)
-    b = torch.randn(n, n, generator=g).to(device=device, dtype=dtype)
-    out = torch.empty(n, n, device=device, dtype=dtype)
+    if via == "mm":
+        a = torch.randn(n, n, generator=g).to(device=device, dtype=dtype)
+        b = torch.randn(n, n, generator=g).to(device=device, dtype=dtype)
 
-    def product():
+        def product():
+            return a @ b
+    elif via == "conv1x1":
+        if n % 64:
+            raise ValueError(f"conv1x1 peak needs n divisible by 64, got {n}")
+        cl = torch.channels_last
+        x = torch.randn(1, n, n // 64, 64, generator=g).to(device=device, dtype=dtype).contiguous(memory_format=cl)
+        w = torch.randn(n, n, 1, 1, generator=g).to(device=device, dtype=dtype).contiguous(memory_format=cl)
+
+        def product():
+            return torch.nn.functional.conv2d(x, w)  # (1, n, n/64, 64): M = n pixels, K = N = n channels
+    else:
+        raise ValueError(f"via must be mm or conv1x1, got {via!r}")
+
+    def repeat():
         for _ in range(inner):
-            torch.mm(a, b, out=out)
+            product()
 
-    times = [t / inner for t in time_fn(product, repeats, warmup=1, device=device)]
+    times = [t / inner for t in time_fn(repeat, repeats, warmup=1, device=device)]
     flops = matmul_flops(n, n, n)
-    return {"n": n, "dtype": str(dtype).removeprefix("torch."), "seconds": min(times),
+    return {"n": n, "dtype": str(dtype).removeprefix("torch."), "via": via, "seconds": min(times),
             "gflops": flops / min(times) / 1e9, "median_gflops": flops / statistics.median(times) / 1e9}
+
+
+def gemm_peak(n: int = 2048, dtype: torch.dtype | str = torch.float32, repeats: int = 5,
+              device: torch.device | str = "cpu", inner: int = 1) -> dict[str, Any]:
+    """The better of :func:`matmul_peak` via ``mm`` and via ``conv1x1``: ``{"gflops", "mm", "conv1x1"}``."""
+    runs = {via: matmul_peak(n, dtype, repeats, device, inner, via) for via in ("mm", "conv1x1")}
+    return {"gflops": max(r["gflops"] for r in runs.values()), **runs}
+
+
+def interleaved_times(fns: list[Callable[[], Any]], steps: int, device: torch.device | str = "cpu") -> list[list[float]]:
+    """Time several callables in rounds (``fn0, fn1, ..., fn0, fn1, ...``), ``steps`` rounds.
+
+    On a shared machine the load changes by several times within a minute; interleaving exposes every
+    variant to the same conditions, so that their ratios (the speedups) stay meaningful. Warm up first.
+
+    Returns:
+        ``times[i]``: the ``steps`` durations (seconds) of ``fns[i]``.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    device = torch.device(device)
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(steps):
+        for i, fn in enumerate(fns):
+            times[i] += time_fn(fn, 1, warmup=0, device=device)
+    return times
 
 
 def achieved(flops: float, seconds: float, peak_gflops: float | None) -> tuple[float, float | None]:

@@ -11,8 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from t2i.benchmark import (PeakMemory, achieved, count_flops, format_table, images_channels_last, make_case,
-                           matmul_flops, matmul_peak, speedups, summarize_times, time_fn, to_channels_last)
+from t2i.benchmark import (PeakMemory, achieved, count_flops, format_table, gemm_peak, images_channels_last,
+                           interleaved_times, make_case, matmul_flops, matmul_peak, speedups, summarize_times, time_fn,
+                           to_channels_last)
 
 
 def test_matmul_flops_closed_form_and_counter_agree():
@@ -55,6 +56,25 @@ def test_matmul_peak_fields():
     assert r["gflops"] == pytest.approx(2 * 64**3 / r["seconds"] / 1e9)
     assert r["gflops"] >= r["median_gflops"] > 0
     assert matmul_peak(32, torch.bfloat16, repeats=1)["dtype"] == "bfloat16"
+
+
+def test_gemm_peak_takes_the_better_route_and_conv1x1_is_the_same_product():
+    r = gemm_peak(128, "fp32", repeats=1)
+    assert r["gflops"] == max(r["mm"]["gflops"], r["conv1x1"]["gflops"]) and r["conv1x1"]["via"] == "conv1x1"
+    # the 1x1 convolution of [1, K, n/64, 64] with [N, K, 1, 1] is x^T W^T per pixel: 2 n^3 FLOPs
+    n = 128
+    x, w = torch.randn(1, n, n // 64, 64), torch.randn(n, n, 1, 1)
+    flops, out = count_flops(lambda: torch.nn.functional.conv2d(x, w))
+    assert flops == matmul_flops(n, n, n)
+    torch.testing.assert_close(out.flatten(2)[0].T, x.flatten(2)[0].T @ w[:, :, 0, 0].T, atol=1e-3, rtol=1e-4)
+    with pytest.raises(ValueError, match="divisible by 64"):
+        matmul_peak(100, via="conv1x1")
+
+
+def test_interleaved_times_round_robin():
+    order = []
+    times = interleaved_times([lambda: order.append("a"), lambda: order.append("b")], steps=3)
+    assert order == ["a", "b"] * 3 and [len(t) for t in times] == [3, 3]
 
 
 def test_achieved_against_peak():

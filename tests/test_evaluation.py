@@ -106,8 +106,13 @@ def suite_for(setup, names, monkeypatch, logits=True, **kw):
 def test_caption_plan_visits_every_caption_once_and_starts_like_the_dataset():
     plan = ev.caption_plan(num_records=7, captions_per_record=3, n=21)
     assert sorted(plan) == [(r, c) for r in range(7) for c in range(3)]
-    assert plan[:7] == [(r, r % 3) for r in range(7)]  # TextImageDataset's evaluation caption: index % C
+    first = plan[:7]
+    assert sorted(r for r, _ in first) == list(range(7))  # one pass: every record once
+    assert all(c == r % 3 for r, c in first)  # TextImageDataset's evaluation caption: index % C
     assert ev.caption_plan(7, 3, 30)[21:] == plan[:9]
+    # records are listed class by class; a prefix of the plan samples them all
+    classes = np.repeat(np.arange(5), 150)
+    assert len(set(classes[[r for r, _ in ev.caption_plan(750, 10, 50)]])) == 5
 
 
 def test_generated_images_follow_the_plan_and_are_reproducible(setup):
@@ -129,10 +134,13 @@ def test_real_images_each_once_with_their_evaluation_caption(setup):
     ds = setup["test"]
     batches = list(ev.real_images(ds, n=None, batch_size=4, progress=False))
     assert sum(len(b) for b in batches) == len(ds) == 6
-    item = ds[5]
-    assert torch.equal(batches[-1].images[-1], item["images"][-1])
-    assert batches[-1].captions[-1] == ds.records[5].captions[5 % 10]
-    assert batches[0].attributes[0] == ds.records[0].attributes
+    order = ev.record_order(6)
+    assert sorted(order) == list(range(6)) and sum((b.keys for b in batches), []) == [ds.records[i].key for i in order]
+    last = order[-1]
+    assert torch.equal(batches[-1].images[-1], ds[last]["images"][-1])
+    assert batches[-1].captions[-1] == ds.records[last].captions[last % 10]
+    assert batches[0].attributes[0] == ds.records[order[0]].attributes
+    assert [b.keys for b in ev.real_images(ds, n=3, batch_size=4, progress=False)] == [[ds.records[i].key for i in order[:3]]]
 
 
 def test_evaluate_pipeline_writes_results_with_right_counts(setup, monkeypatch):
@@ -182,7 +190,7 @@ def test_attribute_ceiling_is_computed_from_the_real_images(setup, monkeypatch):
     images = torch.stack([ds[i]["images"][-1] for i in range(len(ds))])
     pred = suite.attribute_classifier.predict(images)
     scores = []
-    for i, record in enumerate(ds.records):
+    for i, record in enumerate(ds.records):  # any order: the ceiling is a mean over images
         named = parse_caption_attributes(record.captions[i % 10], schema)
         checks = [int(pred[p][i]) == schema[p].index(v) for p, v in named.items()]
         if checks:
@@ -217,9 +225,10 @@ def test_r_precision_uses_99_mismatched_captions_of_other_classes(setup, monkeyp
     assert (pool_classes[idx] != classes[:, None]).all()
     # the same number by a loop over images, with the same draw
     ds = setup["test"]
-    images = torch.stack([ds[i]["images"][-1] for i in range(len(ds))])
+    order = ev.record_order(len(ds))  # the order real_images yields them in
+    images = torch.stack([ds[i]["images"][-1] for i in order])
     image_vecs = suite.damsm.image_vectors(images)
-    true = suite.damsm.sentence_vectors([r.captions[i % 10] for i, r in enumerate(ds.records)])
+    true = suite.damsm.sentence_vectors([ds.records[i].captions[i % 10] for i in order])
     pool = suite.damsm.sentence_vectors(suite.caption_pool)
     hits = [bool(caption_hits(image_vecs[i:i + 1], true[i:i + 1], pool[torch.from_numpy(idx[i])][None])[0])
             for i in range(6)]

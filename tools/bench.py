@@ -2,15 +2,18 @@
 
 Three measurements, all on random inputs (no data on disk):
 
-1. matmul peak: best-of-N ``n x n x n`` product in every precision (GFLOP/s);
+1. matmul peak: best-of-N ``n x n x n`` product in every precision (GFLOP/s), the better of ``torch.mm``
+   and the same product as a channels-last 1x1 convolution (oneDNN/cuDNN, what the models use);
 2. training-step throughput (images/s) of the GAN trainer (generator + per-stage discriminators + DAMSM
    loss with a randomly initialised tiny DAMSM: LightImageEncoder + RNNTextEncoder) for every precision
    and layout (NCHW / channels-last), optionally compiled;
 3. generation latency of the generator at every final resolution (1-3 stages) and batch size.
 
 For each case: ms per step, images/s, FLOPs per image (FlopCounterMode), achieved GFLOP/s and its
-percentage of the measured matmul peak of the same precision, and peak memory. Prints a table and the
-exact command, writes JSON. Examples:
+percentage of the measured matmul peak of the same precision, and peak memory (during the warm-up steps,
+above the memory in use before). The variants of one case (precision x layout x compile) are timed in
+interleaved rounds, so that load from other processes on a shared machine hits them alike and their
+ratios hold. Prints a table and the exact command, writes JSON. Examples:
 
     python tools/bench.py                                          # the CPU preset, fp32 and bf16
     python tools/bench.py training.enabled=false generation.resolutions=[256] generation.batch_sizes=[32]
@@ -27,6 +30,8 @@ import platform
 import shlex
 import sys
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
@@ -34,8 +39,8 @@ import torch
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from t2i.benchmark import (BenchCase, PeakMemory, count_flops, format_table, images_channels_last, make_case,
-                           matmul_peak, num_threads, speedups, time_fn, to_channels_last)
+from t2i.benchmark import (BenchCase, PeakMemory, count_flops, format_table, gemm_peak,
+                           interleaved_times, make_case, num_threads, speedups, to_channels_last)
 from t2i.cli import guarded, setup_logging
 from t2i.config import to_container
 from t2i.errors import ConfigError
@@ -100,42 +105,39 @@ def build_trainer(cfg, precision: Precision, device: torch.device, channels_last
     loss = GANLoss(image_encoder=image_encoder, lambda_damsm=lambda_damsm, kl_weight=float(m.kl_weight),
                    adversarial=str(m.loss), scheme=str(m.d_scheme), condition=str(m.d_condition),
                    uncond_weight=float(m.uncond_weight))
-    if channels_last:
-        for module in (generator, discriminators, loss):
-            to_channels_last(module)
     settings = GANTrainerSettings(max_steps=10**9, lr_g=float(m.lr_g), lr_d=float(m.lr_d), betas=tuple(m.betas),
-                                  ema_beta=float(m.get("ema_beta") or 0.999), z_dim=spec["z_dim"], resume="never")
+                                  ema_beta=float(m.get("ema_beta") or 0.999), z_dim=spec["z_dim"], resume="never",
+                                  channels_last=channels_last, compile=compiled)
+    # The trainer converts modules and real images to channels-last and compiles the generator's forward.
     trainer = GANTrainer(generator.to(device), discriminators.to(device), text_encoder, loss, [], run_dir, settings,
                          precision, device, model_spec=spec, vocab={})
-    if compiled:
-        trainer.generator.compile()
-        for d in trainer.discriminators:
-            d.encode = torch.compile(d.encode)
-        if image_encoder is not None:
-            image_encoder.compile()
     return trainer
 
 
 # ---------------------------------------------------------------------------------------------- cases
-def bench_train(cfg, device, batch_size, precision_name, channels_last, compiled, peaks, flops_cache, run_dir):
-    precision = Precision(precision_name, device)
-    trainer = build_trainer(cfg, precision, device, channels_last, compiled, run_dir)
+@dataclass
+class Prepared:
+    """One variant of a case, ready to time: ``fn`` does one step; ``flops`` is counted for the first variant."""
+
+    precision: str
+    channels_last: bool
+    compiled: bool
+    fn: Callable[[], object]
+    resolution: int
+    stages: list[str]
+    memory: PeakMemory | None = None
+
+
+def prepare_train(cfg, device, batch_size, precision_name, channels_last, compiled, run_dir) -> Prepared:
+    trainer = build_trainer(cfg, Precision(precision_name, device), device, channels_last, compiled, run_dir)
     g = torch.Generator().manual_seed(int(cfg.seed))
     sizes = [int(r) for r in trainer.generator.resolutions]
     batch = random_batch(batch_size, sizes, int(cfg.training.vocab_size), int(cfg.data.words_num), g).to(device)
-    if channels_last:
-        batch.images = images_channels_last(batch.images)
-    key = ("train", batch_size, sizes[-1])
-    if key not in flops_cache:  # FLOPs do not depend on precision or layout: count once, in the first case
-        flops_cache[key], _ = count_flops(lambda: trainer.train_step(batch))
-    with PeakMemory(device) as mem:
-        times = time_fn(lambda: trainer.train_step(batch), int(cfg.training.steps), int(cfg.training.warmup), device)
-    return make_case("train", precision_name, channels_last, compiled, batch_size, sizes[-1], times,
-                     flops_cache[key], peaks.get(precision_name), mem, stages=trainer.generator.stage_kinds)
+    return Prepared(precision_name, channels_last, compiled, lambda: trainer.train_step(batch), sizes[-1],
+                    list(trainer.generator.stage_kinds))
 
 
-def bench_generate(cfg, device, resolution, batch_size, precision_name, channels_last, compiled, peaks,
-                   flops_cache):
+def prepare_generate(cfg, device, resolution, batch_size, precision_name, channels_last, compiled) -> Prepared:
     precision = Precision(precision_name, device)
     seed_everything(int(cfg.seed))
     text_encoder = text_encoder_from(cfg).to(device).eval()
@@ -155,14 +157,43 @@ def bench_generate(cfg, device, resolution, batch_size, precision_name, channels
         with torch.no_grad(), precision.autocast():
             return generator(z, text)
 
-    key = ("generate", batch_size, resolution)
-    if key not in flops_cache:
-        flops_cache[key], _ = count_flops(run)
-    steps = int(cfg.generation.steps) * (4 if batch_size == 1 else 1)  # batch 1 is fast and noisier
-    with PeakMemory(device) as mem:
-        times = time_fn(run, steps, int(cfg.generation.warmup), device)
-    return make_case("generate", precision_name, channels_last, compiled, batch_size, resolution, times,
-                     flops_cache[key], peaks.get(precision_name), mem, stages=stages)
+    return Prepared(precision_name, channels_last, compiled, run, resolution, stages)
+
+
+def bench_group(cfg, device, kind: str, batch_size: int, resolution: int | None, peaks: dict, bar,
+                run_dir: Path) -> list[BenchCase]:
+    """All variants (precision x layout x compile) of one case, timed in interleaved rounds."""
+    node = cfg.training if kind == "train" else cfg.generation
+    steps, warmup = int(node.steps), int(node.warmup)
+    if kind == "generate" and batch_size == 1:
+        steps *= 4  # short and noisy: more rounds
+    compiled = [False, True] if cfg.compile else [False]
+    variants = [(str(p), bool(cl), c) for p in cfg.precisions for cl in cfg.channels_last for c in compiled]
+    prepared, flops = [], None
+    for p, cl, c in variants:
+        if kind == "train":
+            prep = prepare_train(cfg, device, batch_size, p, cl, c, run_dir / f"{p}{cl}{c}")
+        else:
+            prep = prepare_generate(cfg, device, resolution, batch_size, p, cl, c)
+        if flops is None:  # FLOPs depend on neither precision nor layout: count once
+            flops, _ = count_flops(prep.fn)
+        with PeakMemory(device) as prep.memory:
+            for _ in range(warmup):
+                prep.fn()
+                bar.update(1)
+        prepared.append(prep)
+    fns = [prep.fn for prep in prepared]
+
+    def tick(fn):
+        def call():
+            fn()
+            bar.update(1)
+        return call
+
+    times = interleaved_times([tick(fn) for fn in fns], steps, device)
+    return [make_case(kind, prep.precision, prep.channels_last, prep.compiled, batch_size, prep.resolution, t,
+                      flops, peaks.get(prep.precision), prep.memory, stages=prep.stages)
+            for prep, t in zip(prepared, times)]
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -188,16 +219,22 @@ def _cpu_model() -> str:
     return platform.processor()
 
 
-def plan(cfg) -> list[tuple]:
-    compiled = [False, True] if cfg.compile else [False]
-    cases = []
+def plan(cfg) -> list[tuple[str, int, int | None]]:
+    """The groups ``(kind, batch, resolution)``; each is run in every precision x layout (x compile)."""
+    groups: list[tuple[str, int, int | None]] = []
     if cfg.training.enabled:
-        cases += [("train", b, p, cl, c) for b in cfg.training.batch_sizes for p in cfg.precisions
-                  for cl in cfg.channels_last for c in compiled]
+        groups += [("train", int(b), None) for b in cfg.training.batch_sizes]
     if cfg.generation.enabled:
-        cases += [("generate", r, b, p, cl, c) for r in cfg.generation.resolutions for b in cfg.generation.batch_sizes
-                  for p in cfg.precisions for cl in cfg.channels_last for c in compiled]
-    return cases
+        groups += [("generate", int(b), int(r)) for r in cfg.generation.resolutions for b in cfg.generation.batch_sizes]
+    return groups
+
+
+def _calls(cfg, group) -> int:
+    kind, b, _ = group
+    node = cfg.training if kind == "train" else cfg.generation
+    steps = int(node.steps) * (4 if kind == "generate" and b == 1 else 1)
+    variants = len(cfg.precisions) * len(cfg.channels_last) * (2 if cfg.compile else 1)
+    return variants * (steps + int(node.warmup))
 
 
 @hydra.main(config_path="../conf", config_name="bench", version_base="1.3")
@@ -212,21 +249,25 @@ def main(cfg: DictConfig) -> None:
     command = "python tools/bench.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     with num_threads(cfg.threads):
         info = machine_info(device)
-        peaks = {}
+        busy = info.get("loadavg", [0])[0]
+        if device.type == "cpu" and busy > 0.5 * (os.cpu_count() or 1):
+            log.warning("load average %.1f on %d CPUs: other processes compete; timings include contention "
+                        "(threads=1 is steadier than a multi-threaded OpenMP region waiting on a busy core)",
+                        busy, os.cpu_count())
+        peaks, peak_runs = {}, {}
         for p in cfg.precisions:
-            r = matmul_peak(int(cfg.matmul.n), str(p), int(cfg.matmul.repeats), device, int(cfg.matmul.inner))
-            peaks[str(p)] = r["gflops"]
-            log.info("matmul %d^3 %s: best %.1f GFLOP/s, median %.1f", r["n"], p, r["gflops"], r["median_gflops"])
+            r = gemm_peak(int(cfg.matmul.n), str(p), int(cfg.matmul.repeats), device, int(cfg.matmul.inner))
+            peaks[str(p)], peak_runs[str(p)] = r["gflops"], r
+            for via in ("mm", "conv1x1"):
+                log.info("matmul %d^3 %s via %s: best %.1f GFLOP/s, median %.1f", r[via]["n"], p, via,
+                         r[via]["gflops"], r[via]["median_gflops"])
         cases: list[BenchCase] = []
-        flops_cache: dict = {}
-        with tempfile.TemporaryDirectory() as tmp:
-            for spec in tqdm(plan(cfg), desc="bench", unit="case", dynamic_ncols=True):
-                if spec[0] == "train":
-                    _, b, p, cl, c = spec
-                    cases.append(bench_train(cfg, device, b, str(p), cl, c, peaks, flops_cache, Path(tmp) / "run"))
-                else:
-                    _, r, b, p, cl, c = spec
-                    cases.append(bench_generate(cfg, device, r, b, str(p), cl, c, peaks, flops_cache))
+        groups = plan(cfg)
+        with tempfile.TemporaryDirectory() as tmp, \
+                tqdm(total=sum(_calls(cfg, g) for g in groups), desc="bench", unit="step", dynamic_ncols=True) as bar:
+            for kind, b, r in groups:
+                bar.set_postfix_str(f"{kind} b{b}" + (f" {r}px" if r else ""))
+                cases += bench_group(cfg, device, kind, b, r, peaks, bar, Path(tmp))
         info["loadavg_after"] = list(os.getloadavg())
     table = format_table(cases, peaks)
     print(command)
@@ -238,7 +279,7 @@ def main(cfg: DictConfig) -> None:
         print(f"speedup {label}: {s:.2f}x")
     if cfg.out:
         out = Path(str(cfg.out))
-        out.write_text(json.dumps({"command": command, "machine": info, "matmul_peak_gflops": peaks,
+        out.write_text(json.dumps({"command": command, "machine": info, "matmul_peak_gflops": peaks, "matmul_runs": peak_runs,
                                    "cases": [c.to_dict() for c in cases], "speedup_vs_fp32": ups,
                                    "config": to_container(cfg)}, indent=1))
         print(f"wrote {out}")
