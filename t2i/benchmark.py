@@ -149,6 +149,25 @@ def gemm_peak(n: int = 2048, dtype: torch.dtype | str = torch.float32, repeats: 
     return {"gflops": max(r["gflops"] for r in runs.values()), **runs}
 
 
+def conv_peak(channels: int = 64, size: int = 64, batch: int = 16, dtype: torch.dtype | str = torch.float32,
+              repeats: int = 5, device: torch.device | str = "cpu") -> dict[str, float]:
+    """Best-of-``repeats`` GFLOP/s of a channels-last 3x3 convolution, counted as direct convolution FLOPs.
+
+    A reference for the models' own convolutions: oneDNN may run 3x3 convolutions faster per counted FLOP
+    than its GEMMs (Winograd, better-tuned kernels), so a model can exceed 100% of :func:`matmul_peak`.
+    """
+    dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
+    device = torch.device(device)
+    g = torch.Generator(device="cpu").manual_seed(0)
+    cl = torch.channels_last
+    x = torch.randn(batch, channels, size, size, generator=g).to(device=device, dtype=dtype).contiguous(memory_format=cl)
+    w = torch.randn(channels, channels, 3, 3, generator=g).to(device=device, dtype=dtype).contiguous(memory_format=cl)
+    flops = 2 * batch * channels * size * size * channels * 9  # 2 B Cout H W Cin k k
+    times = time_fn(lambda: torch.nn.functional.conv2d(x, w, padding=1), repeats, warmup=1, device=device)
+    return {"channels": channels, "size": size, "batch": batch, "dtype": str(dtype).removeprefix("torch."),
+            "seconds": min(times), "gflops": flops / min(times) / 1e9}
+
+
 def interleaved_times(fns: list[Callable[[], Any]], steps: int, device: torch.device | str = "cpu") -> list[list[float]]:
     """Time several callables in rounds (``fn0, fn1, ..., fn0, fn1, ...``), ``steps`` rounds.
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from t2i.benchmark import (PeakMemory, achieved, count_flops, format_table, gemm_peak, images_channels_last,
+from t2i.benchmark import (PeakMemory, achieved, conv_peak, count_flops, format_table, gemm_peak, images_channels_last,
                            interleaved_times, make_case, matmul_flops, matmul_peak, speedups, summarize_times, time_fn,
                            to_channels_last)
 
@@ -69,6 +69,13 @@ def test_gemm_peak_takes_the_better_route_and_conv1x1_is_the_same_product():
     torch.testing.assert_close(out.flatten(2)[0].T, x.flatten(2)[0].T @ w[:, :, 0, 0].T, atol=1e-3, rtol=1e-4)
     with pytest.raises(ValueError, match="divisible by 64"):
         matmul_peak(100, via="conv1x1")
+
+
+def test_conv_peak_counts_direct_convolution_flops():
+    r = conv_peak(channels=8, size=8, batch=2, repeats=1)
+    x, w = torch.randn(2, 8, 8, 8), torch.randn(8, 8, 3, 3)
+    flops, _ = count_flops(lambda: torch.nn.functional.conv2d(x, w, padding=1))
+    assert r["gflops"] == pytest.approx(flops / r["seconds"] / 1e9) and r["dtype"] == "float32"
 
 
 def test_interleaved_times_round_robin():

@@ -39,7 +39,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from t2i.benchmark import (BenchCase, PeakMemory, count_flops, format_table, gemm_peak,
+from t2i.benchmark import (BenchCase, PeakMemory, conv_peak, count_flops, format_table, gemm_peak,
                            interleaved_times, make_case, num_threads, speedups, to_channels_last)
 from t2i.cli import guarded, setup_logging
 from t2i.config import to_container
@@ -261,6 +261,8 @@ def main(cfg: DictConfig) -> None:
             for via in ("mm", "conv1x1"):
                 log.info("matmul %d^3 %s via %s: best %.1f GFLOP/s, median %.1f", r[via]["n"], p, via,
                          r[via]["gflops"], r[via]["median_gflops"])
+            r["conv3x3"] = conv_peak(dtype=str(p), repeats=int(cfg.matmul.repeats), device=device)
+            log.info("conv3x3 64ch 64px b16 %s: best %.1f GFLOP/s (direct-convolution FLOPs)", p, r["conv3x3"]["gflops"])
         cases: list[BenchCase] = []
         groups = plan(cfg)
         with tempfile.TemporaryDirectory() as tmp, \
@@ -274,6 +276,8 @@ def main(cfg: DictConfig) -> None:
     print(f"{info['processor']}, {info['threads']} threads, torch {info['torch']}, load average "
           f"{info['loadavg'][0]:.2f} before / {info['loadavg_after'][0]:.2f} after")
     print(table)
+    print("3x3 conv reference: " + ", ".join(f"{p} {r['conv3x3']['gflops']:.1f} GFLOP/s" for p, r in peak_runs.items())
+          + " (%peak is against the matmul peak; oneDNN's 3x3 convolutions can beat its GEMMs)")
     ups = {**speedups(cases, "train"), **speedups(cases, "generate")}
     for label, s in ups.items():
         print(f"speedup {label}: {s:.2f}x")
