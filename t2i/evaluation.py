@@ -717,7 +717,7 @@ class EvaluationSuite:
 
 def build_suite(metric_names: Sequence[str], *, data_name: str, runs_dir: str | os.PathLike = "runs",
                 reference_images: Callable[[], Iterable[ImageBatch]] | None = None, reference_split: str = "test",
-                reference_limit: int | None = None,
+                reference_limit: int | None = None, reference_fingerprint: str | None = None,
                 train_images: Callable[[], Iterable[ImageBatch]] | None = None,
                 caption_records: Sequence[Record] = (), attribute_schema: Mapping[str, Sequence[str]] | None = None,
                 image_size: int | None = None, profile: str = "pytorch-fid", inception_weights: str | None = None,
@@ -727,6 +727,9 @@ def build_suite(metric_names: Sequence[str], *, data_name: str, runs_dir: str | 
                 precision: str = "fp32", device: str | torch.device = "cpu", seed: int = 0) -> EvaluationSuite:
     """Load (and where needed compute and cache) everything ``metric_names`` need, from plain arguments.
 
+    Cheap checks and loads (Inception, DAMSM) come before the expensive steps (reference statistics, classifier
+    training), so a missing file fails in seconds.
+
     Args:
         metric_names: the metrics to prepare for.
         data_name: data set name (cache folder ``runs/<data>/``).
@@ -735,6 +738,8 @@ def build_suite(metric_names: Sequence[str], *, data_name: str, runs_dir: str | 
         reference_split: ``test`` to grade generated images; ``train`` to grade real test images.
         reference_limit: the cap on reference images that ``reference_images`` applies (None: the whole split);
             recorded with the cached statistics so a capped cache is not mistaken for a full one.
+        reference_fingerprint: identifies the reference split's content (e.g. record count and keys); a cache
+            made from other data (a re-rendered data set) is recomputed.
         train_images: callable giving the real TRAIN images with attributes (attribute classifier training).
         caption_records: records of the evaluated split: the pool of mismatched captions for R-precision.
         attribute_schema: the data source's attribute schema (``source.attribute_schema()``).
@@ -772,17 +777,6 @@ def build_suite(metric_names: Sequence[str], *, data_name: str, runs_dir: str | 
             weights_sha = sha256_file(weights_file) if weights_file is not None else None
             if weights_file is not None:
                 suite.weights[str(weights_file)] = weights_sha
-    if any(m in names for m in ("fid", "kid")):
-        explicit = stats_cache is not None
-        path = Path(stats_cache) if explicit else stats_path(runs_dir, data_name, reference_split, profile)
-        if reference_images is None and not (explicit or path.is_file()):
-            raise DataError(f"no real-image statistics at {path} and no real images to compute them")
-        expect = {"data": data_name, "split": reference_split, "image_size": image_size, "weights_sha256": weights_sha,
-                  "max_images": reference_limit}
-        suite.reference, suite.reference_features = reference_statistics(
-            path, reference_images or (lambda: []), suite.inception, profile, precision=precision, device=device,
-            expect=expect, need_features="kid" in names, explicit=explicit)
-        suite.weights[str(path)] = sha256_file(path)
     if "r_precision" in names:
         folder = Path(damsm_dir) if damsm_dir else runs_dir / data_name / "damsm"
         suite.damsm = DAMSMScorer.from_dir(folder, vocab=vocab, words_num=words_num, device=device)
@@ -791,6 +785,17 @@ def build_suite(metric_names: Sequence[str], *, data_name: str, runs_dir: str | 
         suite.pool_class_ids = np.array([r.class_id for r in caption_records for _ in r.captions])
         if len(np.unique(suite.pool_class_ids)) < 2:
             raise DataError("R-precision needs captions of at least two classes in the evaluated split")
+    if any(m in names for m in ("fid", "kid")):
+        explicit = stats_cache is not None
+        path = Path(stats_cache) if explicit else stats_path(runs_dir, data_name, reference_split, profile)
+        if reference_images is None and not (explicit or path.is_file()):
+            raise DataError(f"no real-image statistics at {path} and no real images to compute them")
+        expect = {"data": data_name, "split": reference_split, "image_size": image_size, "weights_sha256": weights_sha,
+                  "max_images": reference_limit, "fingerprint": reference_fingerprint}
+        suite.reference, suite.reference_features = reference_statistics(
+            path, reference_images or (lambda: []), suite.inception, profile, precision=precision, device=device,
+            expect=expect, need_features="kid" in names, explicit=explicit)
+        suite.weights[str(path)] = sha256_file(path)
     if "attribute_accuracy" in names:
         schema = colour_schema(attribute_schema or {})
         if not schema:

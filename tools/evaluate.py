@@ -9,6 +9,7 @@ images (real=true: with the real train images), whose statistics are cached in r
 metrics.json and metrics.md into out_dir (default <run>/eval) and prints the table.
 """
 
+import hashlib
 from pathlib import Path
 
 import hydra
@@ -27,6 +28,12 @@ from t2i.runtime import resolve_device
 def _opt(node, key, default=None):
     value = node.get(key, default) if node is not None else default
     return default if value is None else value
+
+
+def _fingerprint(records) -> str:
+    """Identifies a split's content for the statistics cache (a re-rendered data set changes it)."""
+    digest = hashlib.sha1("\n".join(f"{r.key}:{r.class_id}" for r in records).encode()).hexdigest()[:16]
+    return f"{len(records)}:{digest}"
 
 
 @hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
@@ -68,6 +75,7 @@ def main(cfg: DictConfig) -> None:
     suite = build_suite(
         names, data_name=str(cfg.data.name), runs_dir=cfg.runs_dir, reference_images=reference,
         reference_split=reference_split, reference_limit=reference_limit,
+        reference_fingerprint=_fingerprint(source.records(reference_split)),
         train_images=lambda: real_images(split("train"), batch_size=batch_size, num_workers=workers, progress=progress),
         caption_records=test_ds.records, attribute_schema=source.attribute_schema(), image_size=image_size,
         profile=str(m.profile), inception_weights=_opt(m, "inception_weights"), is_classifier=_opt(m["is"], "classifier"),

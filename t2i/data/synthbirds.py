@@ -678,8 +678,8 @@ def _settings(num_species: int, images_per_species: int, image_size: int, test_f
             "captions_per_image": int(captions_per_image), "seed": int(seed)}
 
 
-DEFAULTS: dict[str, Any] = _settings(20, 150, 256, 0.25, 10, 0)
-"""Default render settings (3000 images; the keyword arguments of :func:`render_dataset`)."""
+DEFAULTS: dict[str, Any] = _settings(80, 40, 256, 0.25, 10, 0)
+"""Default render settings (3200 images of 80 species; the keyword arguments of :func:`render_dataset`)."""
 
 
 def check_settings(settings: dict[str, Any]) -> None:
