@@ -15,28 +15,10 @@ import hydra
 from omegaconf import DictConfig
 
 from t2i.cli import guarded, setup_logging
-from t2i.errors import CaptionError, CheckpointError
+from t2i.errors import CaptionError
+from t2i.evaluation import resolve_export
 from t2i.pipeline import Text2ImagePipeline
 from t2i.visualize import attention_figure, canvas_strip, captioned_grid, save_canvas_gif, save_image, to_pil
-
-
-def newest_export(runs_dir: Path) -> Path:
-    exports = sorted(runs_dir.glob("**/export/model.json"), key=lambda p: p.stat().st_mtime)
-    if not exports:
-        raise CheckpointError(f"no exported model under {runs_dir}/; train one first "
-                              "(python tools/train.py model=attngan) or pass checkpoint=PATH")
-    return exports[-1].parent
-
-
-def resolve_export(checkpoint: str | None, runs_dir: str) -> Path:
-    if checkpoint is None:
-        return newest_export(Path(runs_dir))
-    path = Path(checkpoint)
-    if (path / "export" / "model.json").is_file():
-        return path / "export"
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist; pass an export directory (runs/<data>/<model>/export)")
-    return path
 
 
 def read_captions(cfg: DictConfig) -> list[str]:
