@@ -113,8 +113,9 @@ def make_visualizer(sample_dir: Path, vocab):
 
 
 def build_trainer(cfg) -> GANTrainer:
-    seed_everything(int(cfg.seed))
     dist = init_distributed()
+    # Each rank its own random stream (CA noise, data order offsets); parameters start equal by broadcast.
+    seed_everything(int(cfg.seed) + dist.rank)
     device = resolve_device(str(cfg.device)) if not dist.enabled or not torch.cuda.is_available() \
         else torch.device("cuda", dist.local_rank)
     precision = Precision(str(cfg.train.precision), device)
