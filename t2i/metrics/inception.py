@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from t2i.errors import WeightsError
+from t2i.training.checkpoint import fill_batchnorm_counters
 
 if TYPE_CHECKING:
     from t2i.metrics.profiles import Profile
@@ -239,15 +240,6 @@ class FIDInceptionV3(nn.Module):
 # --------------------------------------------------------------------------------------------- weights
 
 
-def _fill_batchnorm_counters(model: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Add ``num_batches_tracked`` (unused in eval) where an older state dict lacks it."""
-    state = dict(state)
-    for key, value in model.state_dict().items():
-        if key.endswith("num_batches_tracked") and key not in state:
-            state[key] = torch.zeros_like(value)
-    return state
-
-
 def _check_and_load(model: nn.Module, state: dict[str, Tensor], source: str) -> None:
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
@@ -294,12 +286,12 @@ def load_fid_inception(path: str | os.PathLike | None = None, device: str | torc
         if _looks_like_torchvision(state):
             raise WeightsError(f"{path} is torchvision's ImageNet Inception-v3 (1000 classes, aux head), "
                                f"not the 2015 FID Inception; supply {FID_WEIGHTS_FILE}")
-        _check_and_load(model, _fill_batchnorm_counters(model, state), str(path))
+        _check_and_load(model, fill_batchnorm_counters(model, state), str(path))
         log.info("loaded FID Inception weights from %s", path)
     else:
         model = FIDInceptionV3(num_classes=None)
         network = packaged_network_path()
-        _check_and_load(model, _fill_batchnorm_counters(model, map_packaged_state(_read_torchscript(network))), str(network))
+        _check_and_load(model, fill_batchnorm_counters(model, map_packaged_state(_read_torchscript(network))), str(network))
         log.info("loaded FID Inception features from the packaged network %s (no classifier)", network)
     return model.requires_grad_(False).eval().to(device)
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from t2i.errors import CheckpointError, WeightsError
+from t2i.training.checkpoint import fill_batchnorm_counters, load_state_dict_strict
 
 log = logging.getLogger(__name__)
 
@@ -24,15 +25,6 @@ _STEM2 = ("Conv2d_3b_1x1", "Conv2d_4a_3x3")
 _TO_REGIONS = ("Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e")
 _TO_GLOBAL = ("Mixed_7a", "Mixed_7b", "Mixed_7c")
 TRUNK_MODULES = _STEM + _STEM2 + _TO_REGIONS + _TO_GLOBAL
-
-
-def _fill_num_batches_tracked(module: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """State dicts saved by PyTorch < 0.4.1 (AttnGAN's released encoders) lack BN ``num_batches_tracked``."""
-    state = dict(state)
-    for key, value in module.state_dict().items():
-        if key.endswith("num_batches_tracked") and key not in state:
-            state[key] = torch.zeros_like(value)
-    return state
 
 
 class InceptionImageEncoder(nn.Module):
@@ -94,9 +86,8 @@ class InceptionImageEncoder(nn.Module):
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
             raise WeightsError(f"cannot read Inception-v3 weights {path}: {str(exc).splitlines()[0][:160]}") from None
-        from t2i.training.checkpoint import load_state_dict_strict
         try:
-            load_state_dict_strict(inception, _fill_num_batches_tracked(inception, state), "Inception-v3 weights", path)
+            load_state_dict_strict(inception, fill_batchnorm_counters(inception, state), "Inception-v3 weights", path)
         except CheckpointError as exc:
             raise WeightsError(str(exc)) from None
         log.info("Inception-v3 trunk loaded from %s", path)
@@ -138,12 +129,11 @@ class InceptionImageEncoder(nn.Module):
         Raises:
             CheckpointError: keys or shapes differ (e.g. another embedding size), in one line.
         """
-        from t2i.training.checkpoint import load_state_dict_strict
         code = state.get("emb_cnn_code.weight")
         if code is not None and code.shape[0] != self.embed_dim:
             raise CheckpointError(f"image encoder{' ' + str(path) if path else ''} has embedding size {code.shape[0]} "
                                   f"but this model has {self.embed_dim}; set embed_dim to match")
-        load_state_dict_strict(self, _fill_num_batches_tracked(self, state), "image encoder", path)
+        load_state_dict_strict(self, fill_batchnorm_counters(self, state), "image encoder", path)
 
 
 def _has_aux(path: str) -> bool:

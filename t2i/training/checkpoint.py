@@ -104,3 +104,13 @@ def load_state_dict_strict(module: torch.nn.Module, state: dict, what: str, path
         where = f" from {path}" if path else ""
         raise CheckpointError(f"{what}{where} does not fit this model: {'; '.join(parts)}; check the model config and the checkpoint")
     module.load_state_dict(state, strict=True)
+
+
+def fill_batchnorm_counters(module: torch.nn.Module, state: dict) -> dict:
+    """Add BatchNorm ``num_batches_tracked`` entries that state dicts saved by PyTorch < 0.4.1 lack
+    (AttnGAN's released encoders, the pytorch-fid Inception), so strict loading can check everything else."""
+    state = dict(state)
+    for key, value in module.state_dict().items():
+        if key.endswith("num_batches_tracked") and key not in state:
+            state[key] = torch.zeros_like(value)
+    return state
