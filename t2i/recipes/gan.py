@@ -23,7 +23,7 @@ from t2i.recipes.data import build_datasets
 from t2i.runtime import Precision, init_distributed, resolve_device, seed_everything
 from t2i.training.damsm import load_image_encoder, load_text_encoder
 from t2i.training.gan import GANTrainer, GANTrainerSettings, Phase
-from t2i.visualize import attention_figure, grid_image, save_image
+from t2i.visualize import attention_figure, canvas_strip, grid_image, save_image
 
 log = logging.getLogger(__name__)
 
@@ -91,20 +91,27 @@ def make_visualizer(sample_dir: Path, vocab):
     def visualize(trainer: GANTrainer, step: int) -> None:
         batch = trainer.fixed_batch.to(trainer.device)
         n = min(16, len(batch))
+        noise = trainer.fixed_noise.to(trainer.device)
         with torch.no_grad():
             text, _ = trainer.encode(batch)
-            out = trainer.ema.shadow(trainer.fixed_noise.to(trainer.device), text, sample=False)
+            out = trainer.ema.shadow(noise, text, sample=False)
+            # The averaged G lags the live one by ~1/(1 - beta) steps; early in a run only the live one shows progress.
+            was_training = trainer.generator.training
+            live = trainer.generator.eval()(noise, text, sample=False)
+            trainer.generator.train(was_training)
         for s, images in enumerate(out.images):
             img = grid_image(images[:n].float(), nrow=8)
             trainer.logger.image(f"samples/stage{s + 1}", img, step)
             save_image(img, sample_dir / f"step{step:06d}_stage{s + 1}.png")
+        live_img = grid_image(live.images[-1][:n].float(), nrow=8)
+        trainer.logger.image("samples/live_generator", live_img, step)
+        save_image(live_img, sample_dir / f"step{step:06d}_live.png")
         if out.attn_maps:
             words = vocab.decode(batch.captions[0].tolist())
             fig = attention_figure([im[0] for im in out.images[1:]], [a[0].float() for a in out.attn_maps], words)
             trainer.logger.image("attention", fig, step)
             save_image(fig, sample_dir / f"step{step:06d}_attention.png")
         if out.canvases is not None:
-            from t2i.visualize import canvas_strip
             strip = canvas_strip(out.canvases[0].float())
             trainer.logger.image("canvas", strip, step)
             save_image(strip, sample_dir / f"step{step:06d}_canvas.png")
