@@ -69,7 +69,7 @@ def captioned_grid(images: Tensor, captions: Sequence[str], ncol: int = 8, cell:
 
 
 def attention_figure(stage_images: Sequence[Tensor], attn_maps: Sequence[Tensor], words: Sequence[str],
-                     cell: int = 96, max_words: int = 12) -> Image.Image:
+                     cell: int = 96, max_words: int = 12, labels: Sequence[str] | None = None) -> Image.Image:
     """Word-attention figure for one sample: one row per attention stage, one column per word.
 
     Args:
@@ -78,8 +78,9 @@ def attention_figure(stage_images: Sequence[Tensor], attn_maps: Sequence[Tensor]
         attn_maps: per attention stage ``[T, h, w]`` weights over words.
         words: the caption's words (the first ``len(words)`` positions of T).
 
-    Each cell is the stage's image with the word's attention map (upsampled, normalised per map)
-    overlaid, and the word written above it.
+    Each cell is the stage's image lit by the word's attention map (upsampled, normalised per map:
+    bright where the word is attended, dark elsewhere), with the word written above it. ``labels`` name
+    the rows (default ``attention 1, 2, ...``).
     """
     words = list(words)[:max_words]
     rows = len(attn_maps)
@@ -91,14 +92,13 @@ def attention_figure(stage_images: Sequence[Tensor], attn_maps: Sequence[Tensor]
         y = r * (cell + label_h)
         base = to_pil(image).resize((cell, cell), Image.BICUBIC)
         fig.paste(base, (0, y + label_h))
-        draw.text((2, y + 1), f"stage {r + 1}", fill="black", font=font)
+        draw.text((2, y + 1), labels[r] if labels else f"attention {r + 1}", fill="black", font=font)
         up = F.interpolate(attn[None, : len(words)].float(), size=(cell, cell), mode="bilinear", align_corners=False)[0]
         for k, word in enumerate(words):
             a = up[k]
             a = (a - a.min()) / (a.max() - a.min() + 1e-8)
-            heat = np.zeros((cell, cell, 3), dtype=np.float32)
-            heat[..., 0] = a.cpu().numpy()  # red channel carries the weight
-            mixed = 0.45 * np.asarray(base, dtype=np.float32) / 255 + 0.55 * heat
+            weight = a.cpu().numpy()[..., None]
+            mixed = np.asarray(base, dtype=np.float32) / 255 * (0.15 + 0.85 * weight)
             tile = Image.fromarray((mixed.clip(0, 1) * 255).astype(np.uint8))
             x = (k + 1) * cell
             fig.paste(tile, (x, y + label_h))

@@ -63,7 +63,8 @@ def main(cfg: DictConfig) -> None:
             for s, stage in enumerate(out.stage_images[:-1]):
                 written.append(save_image(to_pil(stage[i]), out_dir / f"caption{c:02d}_{k:02d}_stage{s + 1}.png"))
             if out.attn_maps:
-                fig = attention_figure([st[i] for st in out.stage_images[1:]], [a[i] for a in out.attn_maps], out.words[i])
+                fig = attention_figure([st[i] for st in out.stage_images[1:]], [a[i] for a in out.attn_maps], out.words[i],
+                                       labels=[f"stage {s + 2}" for s in range(len(out.attn_maps))])
                 written.append(save_image(fig, out_dir / f"caption{c:02d}_{k:02d}_attention.png"))
             if out.canvases is not None:
                 written.append(save_image(canvas_strip(out.canvases[i]), out_dir / f"caption{c:02d}_{k:02d}_canvas.png"))

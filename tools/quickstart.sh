@@ -13,7 +13,7 @@ $PY tools/train.py model=damsm "$@"
 echo "== 3/4 train AttnGAN (runs/synthbirds/attngan)"
 $PY tools/train.py model=attngan "$@"
 echo "== 4/4 generate"
-$PY tools/generate.py caption="this bird has a green crown, black wings and a white belly" num_images=8
+$PY tools/generate.py 'caption="this bird has a green crown, black wings and a yellow belly"' num_images=8
 $PY tools/generate.py caption="a red bird with blue wings and a yellow beak" num_images=8 \
     out_dir=runs/synthbirds/attngan/samples/red_blue
 echo

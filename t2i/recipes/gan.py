@@ -108,7 +108,8 @@ def make_visualizer(sample_dir: Path, vocab):
         save_image(live_img, sample_dir / f"step{step:06d}_live.png")
         if out.attn_maps:
             words = vocab.decode(batch.captions[0].tolist())
-            fig = attention_figure([im[0] for im in out.images[1:]], [a[0].float() for a in out.attn_maps], words)
+            fig = attention_figure([im[0] for im in out.images[1:]], [a[0].float() for a in out.attn_maps], words,
+                                   labels=[f"stage {s + 2}" for s in range(len(out.attn_maps))])
             trainer.logger.image("attention", fig, step)
             save_image(fig, sample_dir / f"step{step:06d}_attention.png")
         if out.canvases is not None:
