@@ -1,0 +1,83 @@
+"""Checkpoints: atomic writes that survive a full disk, safe loading, kind and shape checks."""
+
+from __future__ import annotations
+
+import errno
+import os
+import pickle
+
+import pytest
+import torch
+
+from t2i.errors import CheckpointError
+from t2i.training.checkpoint import (atomic_write, fill_batchnorm_counters, load_checkpoint, load_state_dict_strict,
+                                     save_checkpoint)
+
+
+def test_save_and_load_roundtrip_with_kind_check(tmp_path):
+    path = save_checkpoint(tmp_path / "c.pt", "gan", {"step": 3, "w": torch.ones(2)})
+    data = load_checkpoint(path, "gan")
+    assert data["step"] == 3 and torch.equal(data["w"], torch.ones(2)) and data["format"] == "t2i"
+    with pytest.raises(CheckpointError, match="'gan' checkpoint, but a 'damsm_text' one"):
+        load_checkpoint(path, "damsm_text")
+    assert oct(path.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path):
+    path = save_checkpoint(tmp_path / "c.pt", "gan", {"step": 1})
+    before = path.read_bytes()
+
+    def full_disk(tmp):
+        with open(tmp, "wb") as f:
+            f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        atomic_write(path, full_disk)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temporary file left behind
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_untrusted_pickle_is_refused_and_not_executed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"format": "t2i", "kind": "gan", "x": _Evil()}, f)
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        load_checkpoint(path, "gan")
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_missing_truncated_and_foreign_files(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.pt")
+    path = save_checkpoint(tmp_path / "c.pt", "gan", {"w": torch.zeros(1000)})
+    (tmp_path / "cut.pt").write_bytes(path.read_bytes()[:500])
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        load_checkpoint(tmp_path / "cut.pt")
+    torch.save({"state_dict": {}}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a t2i checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+
+
+def test_strict_loading_names_the_first_mismatch():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    state = model.state_dict()
+    bad = dict(state, **{"0.weight": torch.zeros(5, 3)})
+    with pytest.raises(CheckpointError, match=r"shape of 0.weight is \(5, 3\) there but \(4, 3\) here"):
+        load_state_dict_strict(model, bad, "model")
+    with pytest.raises(CheckpointError, match="missing 1 keys"):
+        load_state_dict_strict(model, {k: v for k, v in state.items() if k != "0.bias"}, "model")
+    old = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    load_state_dict_strict(model, fill_batchnorm_counters(model, old), "model")
