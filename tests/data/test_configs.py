@@ -65,7 +65,7 @@ def test_synthbirds_rendered_on_first_use(tmp_path, monkeypatch, make_cub, caplo
     with caplog.at_level(logging.INFO, logger="t2i.recipes.data"):
         build_source(cfg.data)
         build_source(cfg.data)
-    assert len(calls) == 1 and calls[0]["num_species"] == 20 and calls[0]["workers"] == 1
+    assert len(calls) == 1 and calls[0]["num_species"] == 80 and calls[0]["workers"] == 1
     assert any("rendering the synthetic birds" in r.getMessage() for r in caplog.records)
 
 
