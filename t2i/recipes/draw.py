@@ -97,6 +97,6 @@ def train(cfg: Any) -> dict[str, float]:
     final = trainer.train()
     if name == "aligndraw":
         export = trainer.export(words_num=int(cfg.data.words_num))
-        print(f"trained aligndraw for {trainer.step} steps; exported to {export}")
+        log.info("trained aligndraw for %d steps; exported to %s", trainer.step, export)
     log.info("%s finished at step %d: %s", name, trainer.step, final)
     return final

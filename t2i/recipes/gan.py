@@ -184,8 +184,8 @@ def train(cfg) -> Path | None:
              trainer.generator.stage_kinds, trainer.generator.resolutions)
     export = trainer.fit()
     if export is not None:
-        print(f"trained {cfg.model.name} for {trainer.step} steps; exported to {export}")
-        print(f"generate with: python tools/generate.py checkpoint={export} caption=\"a bird with a green crown\"")
+        log.info("trained %s for %d steps; exported to %s", cfg.model.name, trainer.step, export)
+        log.info("generate with: python tools/generate.py checkpoint=%s caption=\"a bird with a green crown\"", export)
     return export
 
 
