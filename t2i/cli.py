@@ -22,10 +22,10 @@ def guarded(fn):
         try:
             return fn(*args, **kwargs)
         except T2IError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            sys.stderr.write(f"error: {exc}\n")
             sys.exit(2)
         except KeyboardInterrupt:
-            print("interrupted; the last checkpoint written is kept", file=sys.stderr)
+            sys.stderr.write("interrupted; the last checkpoint written is kept\n")
             sys.exit(130)
 
     return wrapper
