@@ -91,14 +91,21 @@ def test_achieved_against_peak():
 
 
 def test_peak_memory_sees_a_torch_allocation():
-    with PeakMemory("cpu") as mem:
-        x = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
-        del x
-    if mem.peak_mib is None:
+    # In a fresh process: a long-lived pytest worker may serve the block from memory that is already resident.
+    code = (
+        "import torch\n"
+        "from t2i.benchmark import PeakMemory\n"
+        "with PeakMemory('cpu') as mem:\n"
+        "    x = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched\n"
+        "    del x\n"
+        "print(mem.peak_mib, mem.delta_mib)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    peak, delta = out.stdout.split()
+    if peak == "None":
         pytest.fail("VmHWM could not be reset on this Linux; PeakMemory would report nothing")
-    # Lower bound: the 64 MiB block is seen. Upper bound generous: VmHWM is per process, and a pytest-xdist
-    # worker may hold buffers of earlier tests that the allocator touches again.
-    assert 48 <= mem.delta_mib <= 1024, mem.delta_mib
+    assert 60 <= float(delta) <= 200, delta
 
 
 def test_channels_last_keeps_values():
