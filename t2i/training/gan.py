@@ -10,7 +10,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -56,7 +56,6 @@ class GANTrainerSettings:
     grad_clip: float | None = None
     channels_last: bool = False
     compile: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class GANTrainer:

@@ -66,11 +66,20 @@ def test_train_then_generate(workdir, model):
         assert (out / "caption00_00_canvas.png").is_file() and (out / "caption00_00_canvas.gif").is_file()
 
 
-def test_generate_bad_inputs_are_one_line_errors(workdir):
+@pytest.fixture(scope="module")
+def attngan_export(workdir):
+    """An exported AttnGAN of its own (tests may run in any order and on any xdist worker)."""
     work, common = workdir
-    export = work / "attngan" / "export"
-    if not export.exists():
-        pytest.fail("test_train_then_generate[attngan] must run first (same module)")
+    run_dir = work / "attngan_for_errors"
+    run(str(ROOT / "tools/train.py"), "model=attngan", "train.max_steps=1", f"run_dir={run_dir}",
+        f"encoder.checkpoint={work / 'damsm'}", "model.generator.ngf=4", "model.discriminator.ndf=4",
+        "model.generator.base_size=32", "train.batch_size=4", *common, cwd=work)
+    return run_dir / "export"
+
+
+def test_generate_bad_inputs_are_one_line_errors(workdir, attngan_export):
+    work, common = workdir
+    export = attngan_export
     cases = [
         (["caption=zebra giraffe"], "vocabulary"),
         (['caption="  "'], "give a caption"),
