@@ -42,13 +42,11 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from t2i.data.dataset import TextImageDataset
-from t2i.data.synthbirds import ATTRIBUTE_PART_NAMES
-from t2i.data.synthbirds import PARTS as SYNTH_PARTS
 from t2i.data.text import Vocabulary, tokenize
 from t2i.errors import CheckpointError, ConfigError, DataError, WeightsError
-from t2i.metrics.attribute_accuracy import (AttributeClassifier, attribute_accuracy, load_attribute_classifier,
-                                            named_to_labels, parse_caption_attributes, save_attribute_classifier,
-                                            train_attribute_classifier)
+from t2i.metrics.attribute_accuracy import (AttributeClassifier, attribute_accuracy, colour_attributes, colour_schema,
+                                            load_attribute_classifier, named_to_labels, parse_caption_attributes,
+                                            save_attribute_classifier, train_attribute_classifier)
 from t2i.metrics.fid import FeatureStatistics, feature_statistics, frechet_distance, load_statistics, save_statistics
 from t2i.metrics.inception import FID_WEIGHTS_FILE, FIDInceptionV3, packaged_network_path
 from t2i.metrics.inception_score import inception_score
@@ -539,40 +537,6 @@ class DAMSMScorer:
 
 
 # ============================================================================================ attributes
-def _colour_part(part: str) -> str | None:
-    if not part.endswith("_color"):
-        return None
-    name = part.removesuffix("_color")
-    by_cub = {v: k for k, v in ATTRIBUTE_PART_NAMES.items()}
-    return by_cub.get(name, name)
-
-
-def colour_schema(schema: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
-    """The colour parts of a data set's attribute schema, under the caption parser's part names.
-
-    CUB names ``has_<part>_color::<colour>`` (``primary_color``, ``bill_color``, ``upper_tail_color``...); captions
-    name ``body``, ``beak``, ``tail`` (:data:`t2i.data.synthbirds.ATTRIBUTE_PART_NAMES` maps them; other CUB parts
-    keep their name without ``_color``). Non-colour attributes (bill length, size, shapes, patterns) are left out;
-    parts already in caption terms (``crown``) pass unchanged.
-    """
-    out: dict[str, list[str]] = {}
-    for part, values in schema.items():
-        name = _colour_part(part) if part.endswith("_color") else (part if part in SYNTH_PARTS else None)
-        if name is not None and len(values) >= 2:
-            out[name] = list(values)
-    return out
-
-
-def colour_attributes(attributes: Mapping[str, str] | None, schema: Mapping[str, Sequence[str]]) -> dict[str, str]:
-    """A record's attributes renamed as :func:`colour_schema` and restricted to it."""
-    out = {}
-    for part, value in (attributes or {}).items():
-        name = _colour_part(part) if part.endswith("_color") else part
-        if name in schema and value in schema[name]:
-            out[name] = value
-    return out
-
-
 class _ShuffledBatches:
     """Re-iterable batches of an in-memory set, reshuffled at every pass (seeded)."""
 

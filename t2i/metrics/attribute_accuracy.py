@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from t2i.data.synthbirds import COLOUR_WORDS, PART_WORDS
+from t2i.data.synthbirds import ATTRIBUTE_PART_NAMES, COLOUR_WORDS, PART_WORDS
+from t2i.data.synthbirds import PARTS as SYNTH_PARTS
 from t2i.errors import DataError
 from t2i.training.checkpoint import load_checkpoint, load_state_dict_strict, save_checkpoint
 
@@ -143,6 +144,40 @@ def load_attribute_classifier(path: str | os.PathLike, device: str | torch.devic
     classifier = AttributeClassifier(config["schema"], width=config["width"], image_size=config["image_size"])
     load_state_dict_strict(classifier, data["state_dict"], "attribute classifier", path)
     return classifier.requires_grad_(False).eval().to(device)
+
+
+def _colour_part(part: str) -> str | None:
+    if not part.endswith("_color"):
+        return None
+    name = part.removesuffix("_color")
+    by_cub = {v: k for k, v in ATTRIBUTE_PART_NAMES.items()}
+    return by_cub.get(name, name)
+
+
+def colour_schema(schema: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """The colour parts of a data set's attribute schema, under the caption parser's part names.
+
+    CUB names ``has_<part>_color::<colour>`` (``primary_color``, ``bill_color``, ``upper_tail_color``...); captions
+    name ``body``, ``beak``, ``tail`` (:data:`t2i.data.synthbirds.ATTRIBUTE_PART_NAMES` maps them; other CUB parts
+    keep their name without ``_color``). Non-colour attributes (bill length, size, shapes, patterns) are left out;
+    parts already in caption terms (``crown``) pass unchanged.
+    """
+    out: dict[str, list[str]] = {}
+    for part, values in schema.items():
+        name = _colour_part(part) if part.endswith("_color") else (part if part in SYNTH_PARTS else None)
+        if name is not None and len(values) >= 2:
+            out[name] = list(values)
+    return out
+
+
+def colour_attributes(attributes: Mapping[str, str] | None, schema: Mapping[str, Sequence[str]]) -> dict[str, str]:
+    """A record's attributes renamed as :func:`colour_schema` and restricted to it."""
+    out = {}
+    for part, value in (attributes or {}).items():
+        name = _colour_part(part) if part.endswith("_color") else part
+        if name in schema and value in schema[name]:
+            out[name] = value
+    return out
 
 
 def parse_caption_attributes(caption: str, schema: Schema, part_words: Mapping[str, str] | None = None,

@@ -14,7 +14,8 @@ folding (as DM-GAN) happens when an ``rng`` is given. The std is over fold means
 
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -105,3 +106,53 @@ def sample_mismatched_captions(class_ids: Sequence[int] | np.ndarray, n: int = 9
         rows = np.flatnonzero(queries == cls)
         out[rows] = rng.choice(others, size=(len(rows), n), replace=True)
     return out
+
+
+def r_precision_ceiling(image_attributes: Sequence[Mapping[str, str]], caption_claims: Sequence[Mapping[str, str]],
+                        mismatched: np.ndarray, folds: int = 10) -> tuple[float, float, np.ndarray]:
+    """R-precision of an oracle that knows each image's attributes and reads what each caption claims.
+
+    Captions of other classes often describe an image as well as its own ("a bird with black wings" fits
+    every black-winged species), so no model reaches 1.0. The oracle scores a caption for an image by the
+    naive-Bayes likelihood ratio of its claims: minus infinity if a claim contradicts the image
+    (``claims[part] != attributes[part]`` for a labelled part), otherwise the sum over its claims of
+    ``-log f(part, value)``, with ``f`` the frequency of that value among the query images (a rare match such as
+    "purple crown" says more than "black eye"). Among ``k`` mismatched captions that tie with the true caption,
+    a random ranking puts it first with probability ``1 / (1 + k)``. The expected hit rate estimates the ceiling of
+    :func:`r_precision` on the same images and mismatched captions (a model cannot know more than the labels).
+
+    Args:
+        image_attributes: ``[N]`` ``{part: value}`` of each query image.
+        caption_claims: ``[P]`` ``{part: value}`` a caption names (e.g.
+            :func:`t2i.metrics.attribute_accuracy.parse_caption_attributes`); the first ``N`` are the queries'
+            true captions, the pool that ``mismatched`` indexes.
+        mismatched: ``[N, M]`` indices into ``caption_claims`` (:func:`sample_mismatched_captions`).
+        folds: number of folds.
+
+    Returns:
+        ``(mean, std, expected_hits [N])`` as :func:`r_precision`.
+    """
+    n = len(image_attributes)
+    counts: dict[tuple[str, str], int] = {}
+    for attributes in image_attributes:
+        for item in attributes.items():
+            counts[item] = counts.get(item, 0) + 1
+
+    def score(claims: Mapping[str, str], attributes: Mapping[str, str]) -> float:
+        total = 0.0
+        for part, value in claims.items():
+            if part not in attributes:
+                continue
+            if attributes[part] != value:
+                return -math.inf
+            total += math.log(n / counts[(part, value)])
+        return total
+
+    expected = np.empty(n, dtype=np.float64)
+    for i, attributes in enumerate(image_attributes):
+        own = score(caption_claims[i], attributes)
+        others = np.array([score(caption_claims[j], attributes) for j in mismatched[i]])
+        close = np.isclose(others, own, rtol=0.0, atol=1e-9) | (others == own)
+        expected[i] = 0.0 if (others > own + 1e-9).any() else 1.0 / (1 + int(close.sum()))
+    means = fold_means(expected, folds)
+    return float(means.mean()), float(means.std()), expected

@@ -137,13 +137,35 @@ def load_image_encoder(path: str | os.PathLike, embed_dim: int | None = None, fr
 
 
 # ----------------------------------------------------------------------------------------- R-precision
-def _r_precision(image_vecs: Tensor, true_sent: Tensor, class_ids: np.ndarray, folds: int, seed: int):
+def _r_precision(image_vecs: Tensor, true_sent: Tensor, mismatched_idx: np.ndarray, folds: int):
     """R-precision with 99 mismatched captions of other classes (t2i.metrics.r_precision)."""
-    from t2i.metrics.r_precision import r_precision, sample_mismatched_captions
+    from t2i.metrics.r_precision import r_precision
 
-    idx = sample_mismatched_captions(class_ids, 99, rng=seed)  # (N, 99) indices into the test captions
-    mismatched = true_sent[torch.from_numpy(idx)]  # (N, 99, D)
+    mismatched = true_sent[torch.from_numpy(mismatched_idx)]  # (N, 99, D)
     return r_precision(image_vecs, true_sent, mismatched, folds=folds)
+
+
+def _r_precision_ceiling(dataset: Any, keys: list[str], captions: list[str], mismatched_idx: np.ndarray,
+                         folds: int) -> tuple[float, float] | None:
+    """The attribute oracle's R-precision on the same captions (None when the records have no attributes)."""
+    from t2i.metrics.attribute_accuracy import colour_attributes, colour_schema, parse_caption_attributes
+    from t2i.metrics.r_precision import r_precision_ceiling
+
+    records = getattr(dataset, "records", None)
+    if not records or len(captions) != len(keys) or any(r.attributes is None for r in records):
+        return None
+    values: dict[str, set[str]] = {}
+    for record in records:
+        for part, value in record.attributes.items():
+            values.setdefault(part, set()).add(value)
+    schema = colour_schema({part: sorted(v) for part, v in values.items()})
+    if not schema:
+        return None
+    by_key = {r.key: r.attributes for r in records}
+    attributes = [colour_attributes(by_key[k], schema) for k in keys]
+    claims = [parse_caption_attributes(c, schema) for c in captions]
+    mean, std, _ = r_precision_ceiling(attributes, claims, mismatched_idx, folds)
+    return mean, std
 
 
 # ----------------------------------------------------------------------------------------- trainer
@@ -299,6 +321,8 @@ class DAMSMTrainer:
         self.text_encoder.eval()
         self.image_encoder.eval()
         image_vecs, sent_vecs, class_ids, losses = [], [], [], []
+        keys: list[str] = []
+        captions: list[str] = []
         for batch in self.test_loader:
             batch = batch.to(self.device)
             with self.precision.autocast():
@@ -310,14 +334,22 @@ class DAMSMTrainer:
             image_vecs.append(global_feat.float().cpu())
             sent_vecs.append(text.sentence.float().cpu())
             class_ids.append(batch.class_ids.cpu())
+            keys += batch.keys
+            captions += batch.caption_texts
         metrics: dict[str, float] = {}
         if losses:
             metrics["test/loss_word"], metrics["test/loss_sent"] = np.mean(losses, axis=0).tolist()
         image_all, sent_all = torch.cat(image_vecs), torch.cat(sent_vecs)
         classes = torch.cat(class_ids).numpy()
         if len(image_all) >= self.folds and len(np.unique(classes)) > 1:
-            mean, std, _ = _r_precision(image_all, sent_all, classes, self.folds, self.seed)
+            from t2i.metrics.r_precision import sample_mismatched_captions
+
+            idx = sample_mismatched_captions(classes, 99, rng=self.seed)  # (N, 99) indices into the test captions
+            mean, std, _ = _r_precision(image_all, sent_all, idx, self.folds)
             metrics["test/r_precision"], metrics["test/r_precision_std"] = mean, std
+            ceiling = _r_precision_ceiling(getattr(self.test_loader, "dataset", None), keys, captions, idx, self.folds)
+            if ceiling is not None:
+                metrics["test/r_precision_ceiling"], metrics["test/r_precision_ceiling_std"] = ceiling
         else:
             log.warning("R-precision skipped: %d test images of %d classes (need >= %d images, >= 2 classes)",
                         len(image_all), len(np.unique(classes)), self.folds)

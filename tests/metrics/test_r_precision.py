@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from t2i.errors import DataError
-from t2i.metrics.r_precision import caption_hits, fold_means, r_precision, sample_mismatched_captions
+from t2i.metrics.r_precision import (caption_hits, fold_means, r_precision, r_precision_ceiling,
+                                     sample_mismatched_captions)
 
 
 def _loop_hits(img, true, mis):
@@ -82,3 +83,37 @@ def test_sample_mismatched_captions_other_classes_only():
     np.testing.assert_array_equal(sample_mismatched_captions(class_ids, rng=3), sample_mismatched_captions(class_ids, rng=3))
     with pytest.raises(DataError, match="other than"):
         sample_mismatched_captions([1, 1, 1], n=2)
+
+
+def test_ceiling_by_hand():
+    # 4 images; part frequencies: crown red 2/4, crown blue 2/4, wing black 3/4, wing white 1/4
+    images = [{"crown": "red", "wing": "black"}, {"crown": "red", "wing": "white"},
+              {"crown": "blue", "wing": "black"}, {"crown": "blue", "wing": "black"}]
+    claims = [{"crown": "red"},                      # 0: true caption of image 0
+              {"wing": "white"},                     # 1: true caption of image 1 (rare: log 4)
+              {"crown": "blue", "wing": "black"},    # 2
+              {"wing": "black"},                     # 3
+              {"crown": "red", "wing": "black"}]     # 4: extra pool caption, more specific than caption 0
+    mismatched = np.array([[2, 3],    # image 0: 2 contradicts, 3 fits with log(4/3) < log 2 -> outright hit
+                           [2, 3],    # image 1: both contradict -> hit
+                           [3, 3],    # image 2: true (log 2 + log 4/3) beats 3 (log 4/3) twice -> hit
+                           [4, 0]])   # image 3: both contradict ... -> hit
+    _, _, hits = r_precision_ceiling(images, claims, mismatched, folds=1)
+    np.testing.assert_allclose(hits, [1.0, 1.0, 1.0, 1.0])
+    mismatched = np.array([[4, 3],    # 4 fits image 0 and scores log 2 + log 4/3 > log 2 -> miss
+                           [1, 1],    # the same caption twice ties twice -> 1/3
+                           [2, 2],    # ties twice -> 1/3
+                           [1, 0]])   # 1 (white wing) and 0 (red crown) contradict image 3 -> hit
+    mean, std, hits = r_precision_ceiling(images, claims, mismatched, folds=2)
+    np.testing.assert_allclose(hits, [0.0, 1 / 3, 1 / 3, 1.0])
+    assert mean == pytest.approx(np.mean(hits)) and std == pytest.approx(0.25)
+    _, _, hits = r_precision_ceiling(images, claims, np.array([[1, 2], [0, 0], [0, 0], [2, 2]]), folds=1)
+    np.testing.assert_allclose(hits[3], 0.0)  # caption 2 (blue crown, black wing) says more about image 3 than its own
+
+
+def test_ceiling_is_one_when_every_other_caption_contradicts():
+    images = [{"crown": c} for c in ("red", "blue", "green", "black")]
+    claims = [dict(im) for im in images]
+    mismatched = sample_mismatched_captions(np.arange(4), 5, rng=0)
+    mean, std, _ = r_precision_ceiling(images, claims, mismatched, folds=2)
+    assert (mean, std) == (1.0, 0.0)

@@ -177,6 +177,8 @@ def test_recipe_end_to_end_on_tiny_synthbirds(tmp_path):
         "train.batch_size=6", "train.max_steps=2", "train.precision=fp32", "device=cpu"])
     metrics = train(cfg)
     assert 0.0 <= metrics["test/r_precision"] <= 1.0
+    # the birds carry attribute labels, so the attribute oracle's ceiling is reported beside it
+    assert 0.0 < metrics["test/r_precision_ceiling"] <= 1.0 and metrics["test/r_precision_ceiling_std"] >= 0.0
     run = tmp_path / "run"
     assert {"text_encoder.pt", "image_encoder.pt", "checkpoint.pt", "vocab.json"} <= {p.name for p in run.iterdir()}
     assert load_text_encoder(run / "text_encoder.pt").out_dim == 16
