@@ -26,6 +26,7 @@ from torch import Tensor
 from t2i.data.text import Vocabulary, tokenize
 from t2i.errors import CaptionError, CheckpointError
 from t2i.models.factory import build_from_spec
+from t2i.models.layers import fold_batchnorm
 from t2i.runtime import Precision
 from t2i.structures import Batch, TextEmbedding
 from t2i.training.checkpoint import load_state_dict_strict
@@ -78,7 +79,9 @@ class Text2ImagePipeline:
         self.precision = Precision(precision, self.device)
 
     @classmethod
-    def from_export(cls, path: str | Path, device: str | torch.device = "cpu", precision: str = "fp32"):
+    def from_export(cls, path: str | Path, device: str | torch.device = "cpu", precision: str = "fp32",
+                    fold_bn: bool = True):
+        """Load an export directory; ``fold_bn`` folds the generator's BatchNorm into its convs (inference only)."""
         path = Path(path)
         meta_path = path / "model.json"
         if not meta_path.is_file():
@@ -95,6 +98,8 @@ class Text2ImagePipeline:
         spec = meta["model_spec"]
         generator = build_from_spec(spec["generator"])
         load_state_dict_strict(generator, _load_tensors(path / "generator.safetensors"), "generator", path)
+        if fold_bn:
+            fold_batchnorm(generator.eval())
         vocab = Vocabulary.load(path / "vocab.json")
         text_encoder = None
         if meta["kind"] == "gan":

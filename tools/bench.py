@@ -47,6 +47,7 @@ from t2i.errors import ConfigError
 from t2i.losses.gan import GANLoss
 from t2i.models.factory import build_from_spec, spec_from_node
 from t2i.models.image_encoders import LightImageEncoder
+from t2i.models.layers import fold_batchnorm
 from t2i.models.text_encoders import RNNTextEncoder
 from t2i.recipes.gan import build_models
 from t2i.runtime import Precision, resolve_device, seed_everything
@@ -143,6 +144,8 @@ def prepare_generate(cfg, device, resolution, batch_size, precision_name, channe
     text_encoder = text_encoder_from(cfg).to(device).eval()
     stages = stages_for(cfg, resolution)
     generator = generator_for(cfg, stages, text_encoder.out_dim).to(device).eval()
+    if bool(cfg.generation.get("fold_batchnorm", True)):
+        fold_batchnorm(generator)  # as Text2ImagePipeline does for inference
     if channels_last:
         to_channels_last(generator)
     if compiled:

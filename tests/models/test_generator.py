@@ -166,3 +166,36 @@ def test_construction_errors(stages, kw, words):
     assert "\n" not in message
     for word in words:
         assert word in message
+
+
+@pytest.mark.parametrize("stages, kw", [
+    (["init", "attention", "attention"], {"base_size": 16}),                    # AttnGAN
+    (["init", "joint"], {"base_size": 16}),                                      # StackGAN++
+    (["stackgan_stage1", "stackgan_stage2"], {"ngf": 8, "ca_activation": "relu", "base_size": 16}),
+    (["init", "draw"], {"base_size": 16}),                                       # AttnGAN + DRAW stage
+])
+def test_fold_batchnorm_keeps_outputs_and_removes_every_batchnorm(stages, kw):
+    from t2i.models.layers import fold_batchnorm
+
+    gen = make(stages, **kw)
+    with torch.no_grad():  # train a little so running statistics and affine parameters are not the defaults
+        for m in gen.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.weight.uniform_(0.5, 1.5), m.bias.uniform_(-0.5, 0.5)
+        gen.train()
+        for _ in range(3):
+            gen(torch.randn(4, 6), TextEmbedding(words=torch.randn(4, T, WORD), sentence=torch.randn(4, SENT),
+                                                 pad_mask=torch.zeros(4, T, dtype=torch.bool)))
+    gen.eval()
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batchnorm(make(stages, **kw).train())
+    z, t = torch.randn(B, 6), text()
+    torch.manual_seed(1)
+    before = gen(z, t)
+    norms = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in gen.modules())
+    assert fold_batchnorm(gen) == norms > 0
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in gen.modules())
+    torch.manual_seed(1)
+    after = gen(z, t)
+    for a, b in zip(before.images, after.images):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

@@ -147,6 +147,12 @@ def test_fit_exports_a_model_the_pipeline_generates_from(tmp_path, caplog):
     torch.testing.assert_close(out.attn_maps[0][0].sum(0), torch.ones(32, 32))
     again = pipe(["a green crown bird", "small red wing"], num_images=2, seed=3)
     assert torch.equal(out.images, again.images)
+    # the pipeline folds BatchNorm into the convs; the unfolded generator draws the same images
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in pipe.generator.modules())
+    unfolded = Text2ImagePipeline.from_export(export, fold_bn=False)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in unfolded.generator.modules())
+    torch.testing.assert_close(unfolded(["a green crown bird", "small red wing"], num_images=2, seed=3).images,
+                               out.images, atol=1e-4, rtol=1e-4)
     # unknown words are dropped with a warning, empty / all-unknown captions are refused
     with caplog.at_level("WARNING"):
         out = pipe("a zebra bird")
