@@ -159,6 +159,7 @@ def build_trainer(cfg) -> GANTrainer:
                    uncond_weight=float(model.uncond_weight))
 
     phases = _opt(model, "phases")
+    decay_epochs = _opt(model, "lr_decay_epochs")  # StackGAN v1: epochs between halvings -> steps of this loader
     settings = GANTrainerSettings(
         max_steps=int(_opt(cfg.train, "max_steps", _opt(model, "max_steps", 2000))),
         lr_g=float(model.lr_g), lr_d=float(model.lr_d), betas=tuple(model.betas),
@@ -167,6 +168,7 @@ def build_trainer(cfg) -> GANTrainer:
         ckpt_every=int(cfg.train.ckpt_every), resume=str(cfg.train.resume),
         phases=[Phase(int(p.steps), list(p.stages)) for p in phases] if phases else None,
         channels_last=bool(_opt(cfg.train, "channels_last", False)), compile=bool(_opt(cfg.train, "compile", False)),
+        lr_decay_steps=int(decay_epochs) * max(len(loader), 1) if decay_epochs else None,
     )
     run_dir = Path(str(cfg.run_dir))
     if dist.enabled and torch.cuda.is_available():

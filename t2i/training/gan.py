@@ -56,6 +56,7 @@ class GANTrainerSettings:
     grad_clip: float | None = None
     channels_last: bool = False
     compile: bool = False
+    lr_decay_steps: int | None = None  # StackGAN v1: halve both learning rates every this many steps of a phase
 
 
 class GANTrainer:
@@ -128,6 +129,31 @@ class GANTrainer:
                 return list(phase.stages)
         return list(self.settings.phases[-1].stages)
 
+    def learning_rates(self, step: int) -> tuple[float, float]:
+        """``(lr_g, lr_d)`` at ``step``: constant, or halved every ``lr_decay_steps`` steps of the current phase.
+
+        StackGAN v1 halves both rates every ``LR_DECAY_EPOCH`` epochs and trains Stage-II as a new run, so the
+        count restarts at the start of each phase.
+        """
+        s = self.settings
+        if not s.lr_decay_steps:
+            return s.lr_g, s.lr_d
+        start = end = 0  # first step of the phase ``step`` is in (the last phase runs on after its end)
+        for phase in s.phases or []:
+            if step < end:
+                break
+            start, end = end, end + phase.steps
+        factor = 0.5 ** ((step - start) // s.lr_decay_steps)
+        return s.lr_g * factor, s.lr_d * factor
+
+    def _set_learning_rates(self, step: int) -> None:
+        lr_g, lr_d = self.learning_rates(step)
+        for group in self.opt_g.param_groups:
+            group["lr"] = lr_g
+        for opt in self.opt_d:
+            for group in opt.param_groups:
+                group["lr"] = lr_d
+
     def _freeze_inactive(self, stages: list[int]) -> None:
         """StackGAN v1: once a phase trains later stages only, the earlier ones are frozen for good."""
         for i in range(min(stages)):
@@ -151,6 +177,7 @@ class GANTrainer:
             batch.images = [x.contiguous(memory_format=torch.channels_last) for x in batch.images]
         stages = self.active_stages(self.step)
         self._freeze_inactive(stages)
+        self._set_learning_rates(self.step)
         logs: dict[str, float] = {}
         # (1) encode text with the frozen DAMSM text encoder
         text, wrong = self.encode(batch)

@@ -132,6 +132,20 @@ def test_phases_freeze_earlier_stages(tmp_path):
     assert any(not torch.equal(a, b) for a, b in zip(d2_before, trainer.discriminators[1].parameters()))
 
 
+def test_stackgan_learning_rate_halves_every_decay_span_of_a_phase(tmp_path):
+    trainer = make_trainer(tmp_path, lambda_damsm=0.0, max_steps=4, phases=[Phase(5, [0]), Phase(5, [1])], lr=1e-3)
+    trainer.settings.lr_decay_steps = 2
+    # phase 1: steps 0-4 -> 1, 1, 1/2, 1/2, 1/4; phase 2 restarts the count (Stage-II is a new run in StackGAN)
+    expected = [1, 1, 0.5, 0.5, 0.25, 1, 1, 0.5, 0.5, 0.25, 0.25]
+    assert [trainer.learning_rates(step)[0] / 1e-3 for step in range(11)] == expected
+    assert trainer.learning_rates(3) == (5e-4, 5e-4)
+    trainer.step = 2
+    trainer.train_step(tiny_batches()[0])
+    assert trainer.opt_g.param_groups[0]["lr"] == 5e-4 and trainer.opt_d[0].param_groups[0]["lr"] == 5e-4
+    trainer.settings.lr_decay_steps = None
+    assert trainer.learning_rates(7) == (1e-3, 1e-3)
+
+
 def test_fit_exports_a_model_the_pipeline_generates_from(tmp_path, caplog):
     trainer = make_trainer(tmp_path, max_steps=3)
     export = trainer.fit()
