@@ -37,8 +37,9 @@ def _instantiate_model(cfg):
         assert spec["generator"]["kwargs"]["sent_dim"] == 16
         return generator
     if family == "damsm":
-        from t2i.recipes.damsm import build_encoders
-        with torch.device("meta"):
+        from t2i.recipes.damsm import FID_TRUNK, build_encoders
+        loads_weights = cfg.model.image_encoders[cfg.model.image_encoder].get("pretrained") == FID_TRUNK
+        with torch.device("cpu" if loads_weights else "meta"):  # loading real weights needs real tensors
             text, image = build_encoders(cfg, vocab_size=20)
         assert text.out_dim == 256
         return image

@@ -63,6 +63,7 @@ class TextImageDataset(Dataset):
         wrong_captions: sample, for each item, a caption of an image of another class (for the
             matching-aware discriminator loss).
         seed: evaluation only: seed of the per-index mismatched-caption choice.
+        load_images: False: items carry no images (``images == []``), for training on cached image features.
 
     Raises:
         DataError: a caption with no known word (named by key), or an empty record list.
@@ -70,7 +71,8 @@ class TextImageDataset(Dataset):
 
     def __init__(self, records: Sequence[Record], vocab: Vocabulary, base_size: int = 64, num_stages: int = 3,
                  words_num: int = 18, train: bool = True, skip_bad: bool = False, unknown: str = "drop",
-                 caption_index: int | None = None, wrong_captions: bool = True, seed: int = 0):
+                 caption_index: int | None = None, wrong_captions: bool = True, seed: int = 0,
+                 load_images: bool = True):
         if unknown not in UNKNOWN_POLICIES:
             raise ValueError(f"unknown-word policy {unknown!r}; choose one of {UNKNOWN_POLICIES}")
         if words_num < 1:
@@ -85,6 +87,7 @@ class TextImageDataset(Dataset):
         self.unknown = unknown
         self.caption_index = caption_index
         self.seed = seed
+        self.load_images = load_images
         self.pyramid = ImagePyramid(base_size, num_stages, train=train)
         self.bad_count = 0
         self._bad_logged: set[str] = set()
@@ -161,7 +164,7 @@ class TextImageDataset(Dataset):
             and, with mismatched captions, ``wrong_caption`` / ``wrong_length`` / ``wrong_key``.
         """
         gen = self._generator(index)
-        index, images = self._images(index, gen)
+        index, images = self._images(index, gen) if self.load_images else (index, [])
         record = self.records[index]
         n_caps = len(record.captions)
         if self.train:

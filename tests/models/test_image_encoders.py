@@ -86,3 +86,27 @@ def test_light_encoder_shapes_and_gradients():
     assert enc(torch.zeros(2, 3, 128, 128))[0].shape == (2, 12, 16, 16)
     with pytest.raises(ValueError, match="multiple of 16"):
         LightImageEncoder(image_size=60)
+
+
+def test_trunk_then_project_is_forward_and_trunk_weights_load_strictly(inception):
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    inception.eval()
+    with torch.no_grad():
+        mixed_6e, pooled = inception.trunk(x)
+        assert mixed_6e.shape == (2, 768, 17, 17) and pooled.shape == (2, 2048)
+        for a, b in zip(inception.project(mixed_6e, pooled), inception(x)):
+            torch.testing.assert_close(a, b)
+    # trunk weights with torchvision names (the FID Inception's have them): trunk replaced, heads kept
+    torch.manual_seed(3)
+    other = Inception3(aux_logits=False, init_weights=True).state_dict()
+    heads = inception.emb_cnn_code.weight.clone()
+    enc = InceptionImageEncoder(embed_dim=16, freeze_trunk=True)
+    enc.emb_cnn_code.weight.data.copy_(heads)
+    enc.load_trunk_state_dict(other, "other.pth")
+    assert torch.equal(enc.Mixed_6e.branch1x1.conv.weight, other["Mixed_6e.branch1x1.conv.weight"])
+    assert torch.equal(enc.emb_cnn_code.weight, heads)
+    broken = dict(other)
+    broken.pop("Mixed_5b.branch_pool.conv.weight")
+    with pytest.raises(WeightsError, match="not an Inception-v3 trunk") as err:
+        enc.load_trunk_state_dict(broken, "broken.pth")
+    assert "\n" not in str(err.value) and "Mixed_5b.branch_pool.conv.weight" in str(err.value)

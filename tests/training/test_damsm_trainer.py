@@ -182,3 +182,73 @@ def test_recipe_end_to_end_on_tiny_synthbirds(tmp_path):
     run = tmp_path / "run"
     assert {"text_encoder.pt", "image_encoder.pt", "checkpoint.pt", "vocab.json"} <= {p.name for p in run.iterdir()}
     assert load_text_encoder(run / "text_encoder.pt").out_dim == 16
+
+
+class _TrunkEncoder(torch.nn.Module):
+    """A frozen 'trunk' (fixed random conv) with trainable projections, shaped like InceptionImageEncoder."""
+
+    def __init__(self, dim=16):
+        super().__init__()
+        self.body = torch.nn.Conv2d(3, 6, 4, stride=4).requires_grad_(False)
+        self.emb_features = torch.nn.Conv2d(6, dim, 1, bias=False)
+        self.emb_cnn_code = torch.nn.Linear(6, dim)
+        self.frozen_trunk = True
+        self.calls = 0
+
+    def trunk(self, images):
+        self.calls += 1
+        x = self.body(images)
+        return x, x.mean((2, 3))
+
+    def project(self, regions, pooled):
+        return self.emb_features(regions), self.emb_cnn_code(pooled)
+
+    def forward(self, images):
+        return self.project(*self.trunk(images))
+
+
+def test_trunk_feature_cache_trains_like_the_uncached_encoder(tmp_path):
+    """With a frozen trunk the cached and the uncached trainer take identical steps; the cache runs the trunk once."""
+    from t2i.runtime import Precision
+    from t2i.training.damsm import TrunkFeatureCache
+
+    batches = _batches(3, b=6)
+    for i, b in enumerate(batches):
+        b.keys = [f"img{i}_{j}" for j in range(len(b))]
+    runs = []
+    for cached in (False, True):
+        torch.manual_seed(0)
+        text, image = RNNTextEncoder(VOCAB, word_dim=8, hidden_dim=8, dropout=0.0), _TrunkEncoder()
+        cache = TrunkFeatureCache(image, batches, Precision("fp32", torch.device("cpu")), torch.device("cpu"),
+                                  progress=False) if cached else None
+        calls = image.calls
+        trainer = DAMSMTrainer(text, image, batches, None, tmp_path / str(cached), lr=0.01, max_steps=3,
+                               device="cpu", progress=False, ckpt_every=100, feature_cache=cache)
+        for b in batches:
+            trainer.train_step(b)
+        runs.append([p.detach().clone() for p in list(text.parameters()) + list(image.parameters())])
+        if cached:
+            assert len(cache) == 18 and image.calls == calls  # no trunk pass while training
+            with pytest.raises(KeyError, match="no cached trunk features"):
+                cache.lookup(["unknown"], torch.device("cpu"))
+    for a, b in zip(*runs):
+        torch.testing.assert_close(a, b, atol=2e-3, rtol=1e-2)  # bf16-stored features
+
+
+def test_recipe_inception_trunk_from_the_packaged_fid_network(tmp_path):
+    """model=damsm_inception: FID Inception trunk weights, frozen, features cached, projections trained."""
+    from t2i.config import compose
+    from t2i.metrics.inception import load_fid_inception
+    from t2i.recipes.damsm import train
+
+    cfg = compose("train", [
+        "model=damsm_inception", f"data.root={tmp_path / 'synth'}", f"run_dir={tmp_path / 'run'}",
+        "data.render={num_species: 8, images_per_species: 5, image_size: 32, seed: 0}", "model.image_size=32",
+        "encoder.word_dim=8", "encoder.hidden_dim=8", "train.batch_size=6", "train.max_steps=2",
+        "train.precision=fp32", "device=cpu", "model.eval_every=null"])
+    metrics = train(cfg)
+    assert 0.0 <= metrics["test/r_precision"] <= 1.0
+    image = load_image_encoder(tmp_path / "run" / "image_encoder.pt")
+    fid = load_fid_inception().state_dict()
+    assert torch.equal(image.Mixed_7c.branch3x3dbl_3a.conv.weight, fid["Mixed_7c.branch3x3dbl_3a.conv.weight"])
+    assert image.frozen_trunk and image.emb_cnn_code.weight.shape == (16, 2048)
