@@ -243,9 +243,8 @@ def generated_images(pipeline: Text2ImagePipeline, records: Sequence[Record], n:
         with _quiet("t2i.pipeline"):
             encoded = pipeline.encode_captions(captions)
         unknown_captions += sum(bool(u) for u in encoded.unknown)
-        text = pipeline.embed(encoded)
         batch_seed = seed * 1_000_003 + start
-        out = pipeline.generate(text, pipeline.noise(len(chunk), batch_seed), batch_seed)
+        out = pipeline.generate_encoded(encoded, batch_seed)
         yield ImageBatch(images=out.images.float().cpu(), captions=captions,
                          class_ids=torch.tensor([r.class_id for r in batch_records], dtype=torch.long),
                          attributes=[r.attributes for r in batch_records], keys=[r.key for r in batch_records])

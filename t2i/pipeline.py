@@ -164,6 +164,13 @@ class Text2ImagePipeline:
                               attn_maps=[a.float() for a in out.attn_maps], words=[], captions=[],
                               canvases=canvases)
 
+    def generate_encoded(self, encoded: EncodedCaptions, seed: int = 0) -> PipelineOutput:
+        """One image per encoded caption, noise from ``seed``: the GAN path (text encoder, noise, generator) or
+        alignDRAW's own caption encoder and prior."""
+        if self.text_encoder is None:
+            return self._generate_aligndraw(encoded, 1, seed)
+        return self.generate(self.embed(encoded), self.noise(len(encoded.lengths), seed), seed)
+
     def __call__(self, captions: str | Sequence[str], num_images: int = 1, seed: int = 0) -> PipelineOutput:
         """``num_images`` images for every caption (rows: caption 0's images first)."""
         encoded = self.encode_captions(captions)

@@ -130,6 +130,20 @@ def test_generated_images_follow_the_plan_and_are_reproducible(setup):
     assert not torch.equal(images, other)
 
 
+def test_generated_images_of_an_aligndraw_pipeline(setup):
+    """alignDRAW has no separate text encoder: the stream goes through its own caption encoder and prior."""
+    from t2i.models.aligndraw import AlignDRAW
+
+    torch.manual_seed(0)
+    model = AlignDRAW(vocab_size=len(setup["vocab"]), height=SIZE, width=SIZE, steps=2, z_dim=3, enc_dim=6,
+                      dec_dim=6, read_n=2, write_n=2, word_dim=5, lang_dim=4, align_dim=5)
+    pipe = Text2ImagePipeline(model, None, setup["vocab"], z_dim=0)
+    records = setup["test"].records
+    a = torch.cat([x.images for x in ev.generated_images(pipe, records, n=5, seed=1, batch_size=2, progress=False)])
+    b = torch.cat([x.images for x in ev.generated_images(pipe, records, n=5, seed=1, batch_size=2, progress=False)])
+    assert a.shape == (5, 3, SIZE, SIZE) and torch.equal(a, b) and a.min() >= -1 and a.max() <= 1
+
+
 def test_real_images_each_once_with_their_evaluation_caption(setup):
     ds = setup["test"]
     batches = list(ev.real_images(ds, n=None, batch_size=4, progress=False))
