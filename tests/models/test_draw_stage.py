@@ -231,26 +231,9 @@ def test_config_composes_and_builds():
     assert spec["generator"]["kwargs"]["stage_options"]["draw"]["hidden_dim"] == 128
 
 
-WORDS = ["a", "bird", "green", "crown", "red", "wing", "small", "blue"]
-
-
-def tiny_batches(n_batches=1, b=4, sizes=(32, 64), seed=0):
-    """As tests/training/test_gan_trainer.py: real images per stage, captions with padding, mismatched text."""
-    from t2i.structures import Batch
-
-    g = torch.Generator().manual_seed(seed)
-    batches = []
-    for _ in range(n_batches):
-        lengths = torch.tensor(sorted(torch.randint(2, 6, (b,), generator=g).tolist(), reverse=True))
-        caps = torch.randint(1, len(WORDS) + 1, (b, 5), generator=g)
-        caps[torch.arange(5)[None] >= lengths[:, None]] = 0
-        batches.append(Batch(images=[torch.rand(b, 3, s, s, generator=g) * 2 - 1 for s in sizes], captions=caps,
-                             lengths=lengths, class_ids=torch.arange(b), wrong_captions=caps.flip(0),
-                             wrong_lengths=lengths.flip(0)))
-    return batches
-
-
 def test_one_gan_trainer_step(tmp_path):
+    from tiny_gan import WORDS, tiny_batches
+
     from t2i.data.text import Vocabulary
     from t2i.losses.gan import GANLoss
     from t2i.runtime import Precision

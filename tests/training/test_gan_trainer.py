@@ -14,12 +14,9 @@ from t2i.models.factory import build_from_spec, make_spec
 from t2i.models.image_encoders import LightImageEncoder
 from t2i.pipeline import Text2ImagePipeline
 from t2i.runtime import Precision
-from t2i.structures import Batch
 from t2i.training.checkpoint import load_checkpoint
 from t2i.training.gan import GANTrainer, GANTrainerSettings, Phase
-
-WORDS = ["a", "bird", "green", "crown", "red", "wing", "small", "blue"]
-
+from tiny_gan import WORDS, tiny_batches
 
 def tiny_models(stages=("init", "attention"), base=32):
     vocab = Vocabulary(WORDS)
@@ -35,19 +32,6 @@ def tiny_models(stages=("init", "attention"), base=32):
     spec = {"name": "tiny", "z_dim": 6, "words_num": 6, "generator": gen_spec, "discriminators": d_specs,
             "text_encoder": text_spec}
     return vocab, text_encoder, generator, discriminators, spec
-
-
-def tiny_batches(n_batches=2, b=4, sizes=(32, 64), seed=0):
-    g = torch.Generator().manual_seed(seed)
-    batches = []
-    for _ in range(n_batches):
-        lengths = torch.tensor(sorted(torch.randint(2, 6, (b,), generator=g).tolist(), reverse=True))
-        caps = torch.randint(1, len(WORDS) + 1, (b, 5), generator=g)
-        caps[torch.arange(5)[None] >= lengths[:, None]] = 0
-        batches.append(Batch(images=[torch.rand(b, 3, s, s, generator=g) * 2 - 1 for s in sizes], captions=caps,
-                             lengths=lengths, class_ids=torch.arange(b), wrong_captions=caps.flip(0),
-                             wrong_lengths=lengths.flip(0)))
-    return batches
 
 
 def make_trainer(tmp_path, lambda_damsm=1.0, max_steps=2, phases=None, lr=2e-4, stages=("init", "attention")):
