@@ -252,3 +252,17 @@ def test_recipe_inception_trunk_from_the_packaged_fid_network(tmp_path):
     fid = load_fid_inception().state_dict()
     assert torch.equal(image.Mixed_7c.branch3x3dbl_3a.conv.weight, fid["Mixed_7c.branch3x3dbl_3a.conv.weight"])
     assert image.frozen_trunk and image.emb_cnn_code.weight.shape == (16, 2048)
+
+
+def test_feature_cache_setting():
+    from t2i.errors import ConfigError
+    from t2i.recipes.damsm import use_feature_cache
+
+    frozen, light = _TrunkEncoder(), LightImageEncoder(embed_dim=8, width=4, image_size=16)
+    assert use_feature_cache({"cache_trunk_features": "auto"}, frozen) is True
+    assert use_feature_cache({"cache_trunk_features": "auto"}, light) is False
+    assert use_feature_cache({"cache_trunk_features": False}, frozen) is False
+    with pytest.raises(ConfigError, match="frozen trunk"):
+        use_feature_cache({"cache_trunk_features": True}, light)
+    with pytest.raises(ConfigError, match="auto, true or false"):
+        use_feature_cache({"cache_trunk_features": "sometimes"}, frozen)
