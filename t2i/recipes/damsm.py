@@ -103,7 +103,8 @@ def train(cfg: Any) -> dict[str, float]:
         precision=str(_get(run, "precision", "fp32")), device=str(_get(cfg, "device", "auto")),
         ckpt_every=int(_get(run, "ckpt_every", 200)), log_every=int(_get(run, "log_every", 20)),
         eval_every=_get(model, "eval_every"), resume=str(_get(run, "resume", "auto")), vocab=vocab,
-        config=to_container(cfg), seed=seed, feature_cache=feature_cache)
+        config=to_container(cfg), seed=seed, feature_cache=feature_cache,
+        word_r_precision=bool(_get(model, "word_r_precision", True)))
     metrics = trainer.fit()
     vocab.save(run_dir / "vocab.json")
     log.info("DAMSM done: %s", ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))

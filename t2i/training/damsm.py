@@ -22,10 +22,12 @@ from typing import Any, Iterable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from t2i.errors import CheckpointError, TrainingError
-from t2i.losses.damsm import DAMSMLoss, DAMSMLossOutput, same_class_mask
+from t2i.losses.damsm import DAMSMLoss, DAMSMLossOutput, same_class_mask, word_region_scores
+from t2i.metrics.r_precision import fold_means
 from t2i.models.image_encoders import IMAGE_ENCODERS, InceptionImageEncoder
 from t2i.models.text_encoders import TEXT_ENCODERS
 from t2i.runtime import Precision, resolve_device, rng_state, set_rng_state
@@ -168,6 +170,14 @@ def _r_precision_ceiling(dataset: Any, keys: list[str], captions: list[str], mis
     return mean, std
 
 
+def _pad_words(words: list[Tensor], pad_masks: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """Concatenate per-batch ``[B, T_b, D]`` word features (and masks) padded to the longest ``T_b``."""
+    longest = max(w.shape[1] for w in words)
+    out = torch.cat([F.pad(w, (0, 0, 0, longest - w.shape[1])) for w in words])
+    mask = torch.cat([F.pad(m, (0, longest - m.shape[1]), value=True) for m in pad_masks])
+    return out, mask
+
+
 # ----------------------------------------------------------------------------------------- trunk cache
 class TrunkFeatureCache:
     """Frozen-trunk image features of every image, computed once, looked up by record key.
@@ -256,6 +266,8 @@ class DAMSMTrainer:
         progress: show a tqdm progress bar.
         feature_cache: a :class:`TrunkFeatureCache` of the frozen image trunk; the loaders' batches then need
             no images (only keys), and the image encoder's ``project`` runs on the cached features.
+        word_r_precision: also rank the R-precision candidates by the word-level score R(Q, D) (Eq. 10) and
+            report it as ``test/r_precision_word`` (a second pass over the test images).
     """
 
     def __init__(self, text_encoder: nn.Module, image_encoder: nn.Module, train_loader: Iterable[Batch],
@@ -264,7 +276,8 @@ class DAMSMTrainer:
                  gamma2: float = 5.0, gamma3: float = 10.0, released_eq10: bool = False, precision: str = "fp32",
                  device: str = "auto", ckpt_every: int = 200, log_every: int = 20, eval_every: int | None = None,
                  resume: str = "auto", vocab: Any = None, config: dict | None = None, folds: int = 10,
-                 seed: int = 0, progress: bool = True, feature_cache: TrunkFeatureCache | None = None):
+                 seed: int = 0, progress: bool = True, feature_cache: TrunkFeatureCache | None = None,
+                 word_r_precision: bool = True):
         if resume not in ("auto", "never"):
             raise ValueError(f"resume must be 'auto' or 'never', got {resume!r}")
         self.device = resolve_device(device)
@@ -288,6 +301,7 @@ class DAMSMTrainer:
         self.step = 0
         self._logger = None
         self.feature_cache = feature_cache
+        self.word_r_precision = word_r_precision
 
     # ------------------------------------------------------------------ paths and logging
     @property
@@ -392,6 +406,7 @@ class DAMSMTrainer:
         self.text_encoder.eval()
         self.image_encoder.eval()
         image_vecs, sent_vecs, class_ids, losses = [], [], [], []
+        words, pad_masks = [], []
         keys: list[str] = []
         captions: list[str] = []
         for batch in self.test_loader:
@@ -404,6 +419,8 @@ class DAMSMTrainer:
                 losses.append([(out.word_i2t + out.word_t2i).item(), (out.sent_i2t + out.sent_t2i).item()])
             image_vecs.append(global_feat.float().cpu())
             sent_vecs.append(text.sentence.float().cpu())
+            words.append(text.words.float().cpu())
+            pad_masks.append(text.pad_mask.cpu())
             class_ids.append(batch.class_ids.cpu())
             keys += batch.keys
             captions += batch.caption_texts
@@ -418,6 +435,10 @@ class DAMSMTrainer:
             idx = sample_mismatched_captions(classes, 99, rng=self.seed)  # (N, 99) indices into the test captions
             mean, std, _ = _r_precision(image_all, sent_all, idx, self.folds)
             metrics["test/r_precision"], metrics["test/r_precision_std"] = mean, std
+            if self.word_r_precision:
+                hits = self._word_level_hits(idx, _pad_words(words, pad_masks), keys)
+                means = fold_means(hits.astype(np.float64), self.folds)
+                metrics["test/r_precision_word"], metrics["test/r_precision_word_std"] = means.mean(), means.std()
             ceiling = _r_precision_ceiling(getattr(self.test_loader, "dataset", None), keys, captions, idx, self.folds)
             if ceiling is not None:
                 metrics["test/r_precision_ceiling"], metrics["test/r_precision_ceiling_std"] = ceiling
@@ -427,6 +448,30 @@ class DAMSMTrainer:
         self.logger.scalars(metrics, self.step)
         log.info("step %d: %s", self.step, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         return metrics
+
+    @torch.no_grad()
+    def _word_level_hits(self, mismatched_idx: np.ndarray, text: tuple[Tensor, Tensor], keys: list[str]) -> np.ndarray:
+        """R-precision hits ranked by the word-level score R(Q, D) (Eq. 10) instead of the sentence cosine.
+
+        A second pass over the test images (their region maps are not kept): image ``i`` is scored against its
+        own caption and its ``mismatched_idx[i]`` captions, whose word features come from the first pass.
+        """
+        words, pad_mask = text
+        hits, offset = [], 0
+        for batch in self.test_loader:
+            if batch.keys != keys[offset:offset + len(batch)]:
+                raise RuntimeError("the test loader changed its order between two passes; use shuffle=False")
+            batch = batch.to(self.device)
+            with self.precision.autocast():
+                regions, _ = self.encode_images(batch)
+            for k in range(len(batch)):
+                rows = torch.from_numpy(np.concatenate([[offset + k], mismatched_idx[offset + k]]))
+                scores, _ = word_region_scores(regions[k:k + 1], words[rows].to(self.device),
+                                               pad_mask[rows].to(self.device), self.loss_fn.gamma1,
+                                               self.loss_fn.gamma2, self.loss_fn.released_eq10)
+                hits.append(bool(scores[0, 0] >= scores[0, 1:].max()))
+            offset += len(batch)
+        return np.array(hits)
 
     # ------------------------------------------------------------------ checkpoints
     def save_training_checkpoint(self) -> Path:

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -179,6 +180,7 @@ def test_recipe_end_to_end_on_tiny_synthbirds(tmp_path):
     assert 0.0 <= metrics["test/r_precision"] <= 1.0
     # the birds carry attribute labels, so the attribute oracle's ceiling is reported beside it
     assert 0.0 < metrics["test/r_precision_ceiling"] <= 1.0 and metrics["test/r_precision_ceiling_std"] >= 0.0
+    assert 0.0 <= metrics["test/r_precision_word"] <= 1.0
     run = tmp_path / "run"
     assert {"text_encoder.pt", "image_encoder.pt", "checkpoint.pt", "vocab.json"} <= {p.name for p in run.iterdir()}
     assert load_text_encoder(run / "text_encoder.pt").out_dim == 16
@@ -266,3 +268,35 @@ def test_feature_cache_setting():
         use_feature_cache({"cache_trunk_features": True}, light)
     with pytest.raises(ConfigError, match="auto, true or false"):
         use_feature_cache({"cache_trunk_features": "sometimes"}, frozen)
+
+
+def test_word_level_r_precision_matches_a_direct_ranking(tmp_path):
+    """test/r_precision_word ranks each image's 1 + 99 captions by Eq. (10), across batches of varied lengths."""
+    from t2i.losses.damsm import word_region_scores
+    from t2i.metrics.r_precision import sample_mismatched_captions
+
+    train, test = _batches(3), _batches(3, b=8, seed=2)
+    for i, b in enumerate(test):
+        b.keys = [f"t{i}_{j}" for j in range(len(b))]
+    trainer = _trainer(tmp_path, train, test, epochs=2, lr=0.02, folds=4)
+    trainer.fit()
+    metrics = trainer.evaluate()
+    trainer.text_encoder.eval()
+    trainer.image_encoder.eval()
+    with torch.no_grad():
+        texts = [trainer.text_encoder.encode(b) for b in test]
+        regions = torch.cat([trainer.image_encoder(b.images[-1])[0] for b in test])
+    longest = max(t.words.shape[1] for t in texts)
+    words = torch.cat([torch.nn.functional.pad(t.words, (0, 0, 0, longest - t.words.shape[1])) for t in texts])
+    pads = torch.cat([torch.nn.functional.pad(t.pad_mask, (0, longest - t.pad_mask.shape[1]), value=True)
+                      for t in texts])
+    classes = torch.cat([b.class_ids for b in test]).numpy()
+    idx = sample_mismatched_captions(classes, 99, rng=trainer.seed)
+    hits = []
+    for i in range(len(classes)):
+        scores, _ = word_region_scores(regions[i:i + 1], words, pads)  # every caption, then pick the candidates
+        own, others = scores[0, i], scores[0, torch.from_numpy(idx[i])]
+        hits.append(float(own >= others.max()))
+    folds = [np.mean(hits[k * 6:(k + 1) * 6]) for k in range(4)]
+    assert metrics["test/r_precision_word"] == pytest.approx(np.mean(folds))
+    assert metrics["test/r_precision_word_std"] == pytest.approx(np.std(folds))
