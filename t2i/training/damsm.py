@@ -438,7 +438,8 @@ class DAMSMTrainer:
             if self.word_r_precision:
                 hits = self._word_level_hits(idx, _pad_words(words, pad_masks), keys)
                 means = fold_means(hits.astype(np.float64), self.folds)
-                metrics["test/r_precision_word"], metrics["test/r_precision_word_std"] = float(means.mean()), float(means.std())
+                metrics["test/r_precision_word"] = float(means.mean())
+                metrics["test/r_precision_word_std"] = float(means.std())
             ceiling = _r_precision_ceiling(getattr(self.test_loader, "dataset", None), keys, captions, idx, self.folds)
             if ceiling is not None:
                 metrics["test/r_precision_ceiling"], metrics["test/r_precision_ceiling_std"] = ceiling
