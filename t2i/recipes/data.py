@@ -65,7 +65,7 @@ def build_source(data_cfg: Any) -> Any:
 
 def build_datasets(data_cfg: Any, *, base_size: int, num_stages: int, words_num: int | None = None,
                    skip_bad: bool | None = None, train_wrong_captions: bool = True,
-                   seed: int = 0, load_images: bool = True) -> tuple[TextImageDataset, TextImageDataset, Vocabulary]:
+                   seed: int = 0) -> tuple[TextImageDataset, TextImageDataset, Vocabulary]:
     """The train and test datasets of a data config, and their shared vocabulary.
 
     Args:
@@ -76,14 +76,13 @@ def build_datasets(data_cfg: Any, *, base_size: int, num_stages: int, words_num:
         skip_bad: skip unreadable images; default ``data_cfg.skip_bad``.
         train_wrong_captions: sample mismatched captions for the training set.
         seed: seed of the deterministic choices of the test set.
-        load_images: False: the datasets' items carry no images (training on cached image features).
     """
     source = build_source(data_cfg)
     vocab = source.vocabulary()
     words_num = int(words_num if words_num is not None else _get(data_cfg, "words_num", 18))
     skip_bad = bool(skip_bad if skip_bad is not None else _get(data_cfg, "skip_bad", False))
     common = dict(vocab=vocab, base_size=base_size, num_stages=num_stages, words_num=words_num,
-                  skip_bad=skip_bad, unknown=str(_get(data_cfg, "unknown", "drop")), load_images=load_images)
+                  skip_bad=skip_bad, unknown=str(_get(data_cfg, "unknown", "drop")))
     train_ds = TextImageDataset(source.records("train"), train=True, wrong_captions=train_wrong_captions, **common)
     test_ds = TextImageDataset(source.records("test"), train=False, seed=seed, **common)
     log.info("data %s: %d train / %d test images, vocabulary of %d tokens",

@@ -199,3 +199,13 @@ def test_fold_batchnorm_keeps_outputs_and_removes_every_batchnorm(stages, kw):
     after = gen(z, t)
     for a, b in zip(before.images, after.images):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_fold_batchnorm_refuses_a_batchnorm_without_running_statistics():
+    from t2i.models.layers import fold_batchnorm
+
+    block = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, track_running_stats=False)).eval()
+    with pytest.raises(ValueError, match="no running statistics"):
+        fold_batchnorm(block)
+    linear = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)).eval()
+    assert fold_batchnorm(linear) == 1 and isinstance(linear[1], nn.Identity)
