@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from t2i.errors import CheckpointError, TrainingError
 from t2i.losses.damsm import DAMSMLoss, DAMSMLossOutput, same_class_mask, word_region_scores
 from t2i.metrics.r_precision import fold_means
+from t2i.models.factory import check_plain
 from t2i.models.image_encoders import IMAGE_ENCODERS, InceptionImageEncoder
 from t2i.models.text_encoders import TEXT_ENCODERS
 from t2i.runtime import Precision, resolve_device, rng_state, set_rng_state
@@ -85,6 +86,7 @@ def _rebuild(data: dict, registry: dict[str, type[nn.Module]], path: Path, what:
     if cls is None or not isinstance(data.get("kwargs"), dict) or not isinstance(data.get("state_dict"), dict):
         raise CheckpointError(f"{path} is not a DAMSM {what} export (class {data.get('class')!r}); "
                               f"use the {what}.pt written by DAMSM training")
+    check_plain(data["kwargs"], f"{what} kwargs")
     return cls(**data["kwargs"])
 
 

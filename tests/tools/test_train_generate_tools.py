@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -110,3 +111,19 @@ def test_train_with_mismatched_stage_list_is_a_clear_error(workdir):
     proc = run(str(ROOT / "tools/train.py"), "model=attngan", "model.generator.stages=[attention,init]",
                f"run_dir={work / 'y'}", f"encoder.checkpoint={work / 'damsm'}", *common, cwd=work, check=False)
     assert proc.returncode == 2 and "first stage must be an initial kind" in proc.stderr
+
+
+def test_generate_refuses_an_export_that_names_a_callable(workdir, attngan_export, tmp_path):
+    """The verified exploit: model.json naming t2i.config.build with a Hydra node that touches a file."""
+    work, _ = workdir
+    export = tmp_path / "export"
+    shutil.copytree(attngan_export, export)
+    marker = tmp_path / "pwned"
+    meta = json.loads((export / "model.json").read_text())
+    meta["model_spec"]["generator"] = {"target": "t2i.config.build",
+                                       "kwargs": {"node": {"_target_": "pathlib.Path.touch", "self": str(marker)}}}
+    (export / "model.json").write_text(json.dumps(meta))
+    proc = run(str(ROOT / "tools/generate.py"), f"checkpoint={export}", "caption=bird", f"out_dir={tmp_path / 'out'}",
+               cwd=work, check=False)
+    assert proc.returncode == 2 and "refusing to build 't2i.config.build'" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and not marker.exists()
