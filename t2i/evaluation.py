@@ -55,6 +55,7 @@ from t2i.metrics.profiles import Profile, get_profile
 from t2i.metrics.r_precision import caption_hits, fold_means, sample_mismatched_captions
 from t2i.metrics.registry import METRICS
 from t2i.pipeline import Text2ImagePipeline
+from t2i.runtime import Precision
 from t2i.structures import Batch, Record
 from t2i.training.checkpoint import atomic_write, load_checkpoint
 from t2i.training.damsm import load_image_encoder, load_text_encoder
@@ -256,9 +257,11 @@ def generated_images(pipeline: Text2ImagePipeline, records: Sequence[Record], n:
 
 
 # ============================================================================================ Inception
-def _autocast_dtype(precision: str) -> torch.dtype | None:
+def _autocast_dtype(precision: str, device: str | torch.device = "cpu") -> torch.dtype | None:
+    if precision == "auto":
+        precision = Precision("auto", torch.device(device)).name
     if precision not in ("fp32", "bf16"):
-        raise ConfigError(f"metrics.precision={precision!r}; choose fp32 or bf16")
+        raise ConfigError(f"metrics.precision={precision!r}; choose fp32, bf16 or auto")
     return torch.bfloat16 if precision == "bf16" else None
 
 
@@ -295,7 +298,8 @@ def inception_features(images_iter: Iterable[ImageBatch | Tensor], model: FIDInc
         DataError: no images, or NaN/inf features.
     """
     profile = get_profile(profile) if isinstance(profile, str) else profile
-    device, dtype = torch.device(device), _autocast_dtype(precision)
+    device = torch.device(device)
+    dtype = _autocast_dtype(precision, device)
     pools, logits = [], []
     for batch in images_iter:
         images = batch.images if isinstance(batch, ImageBatch) else batch
@@ -726,7 +730,7 @@ def build_suite(metric_names: Sequence[str], *, data_name: str, runs_dir: str | 
     runs_dir = Path(runs_dir)
     get_profile(profile)
     suite = EvaluationSuite(profile=profile, settings=dict(settings or {}), precision=precision, device=str(device))
-    _autocast_dtype(precision)
+    _autocast_dtype(precision, device)
     if any(m in names for m in INCEPTION_METRICS):
         if "is" in names and is_classifier is None and inception_weights is None:
             raise WeightsError(f"the Inception Score needs class logits, which the packaged fid-helper network lacks; "
@@ -809,7 +813,7 @@ def evaluate(metric_names: Sequence[str], images: Iterable[ImageBatch], suite: E
     names = list(dict.fromkeys(metric_names))
     suite.check(names)
     device = torch.device(suite.device)
-    dtype = _autocast_dtype(suite.precision)
+    dtype = _autocast_dtype(suite.precision, device)
     profile = get_profile(suite.profile)
     need_pool = any(m in names for m in ("fid", "kid"))
     need_logits = "is" in names

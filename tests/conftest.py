@@ -11,7 +11,9 @@ Fixtures:
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,8 @@ from PIL import Image
 # The suite runs as two pytest-xdist workers on two cores: one intra-op thread each avoids
 # oversubscription, which makes tiny tensor ops several times slower.
 torch.set_num_threads(1)
+# precision=auto caches its probe per machine: the suite (and the tools it runs) keep theirs out of ~/.cache.
+os.environ.setdefault("T2I_CACHE_DIR", tempfile.mkdtemp(prefix="t2i-test-cache-"))
 
 COLOURS = ["red", "green", "blue", "yellow", "black", "white", "grey", "brown"]
 PARTS = ["crown", "wing", "belly"]

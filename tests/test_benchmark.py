@@ -14,6 +14,7 @@ from torch import nn
 from t2i.benchmark import (PeakMemory, achieved, conv_peak, count_flops, format_table, gemm_peak, images_channels_last,
                            interleaved_times, make_case, matmul_flops, matmul_peak, speedups, summarize_times, time_fn,
                            to_channels_last)
+from t2i.runtime import cpu_info
 
 
 def test_matmul_flops_closed_form_and_counter_agree():
@@ -148,14 +149,22 @@ def test_bench_tool_runs_and_writes_json(tmp_path):
     run = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "python tools/bench.py" in run.stdout and "matmul peak: fp32" in run.stdout
+    # The machine line and what precision=auto picks come first; bf16 is timed only where it is native.
+    lines = [line for line in run.stdout.splitlines() if not line.startswith("precision auto ->")]  # the log line
+    cpu = cpu_info()
+    assert lines[0].startswith(f"machine: {cpu.line(1)}") and lines[1].startswith("precision=auto picks ")
     data = json.loads(out.read_text())
+    assert data["machine"]["native_bf16"] == cpu.native_bf16 and data["machine"]["capability"] == cpu.isa
+    precisions = ["fp32", "bf16"] if cpu.native_bf16 else ["fp32"]
+    if not cpu.native_bf16:
+        assert lines[2].startswith("bf16 is emulated on this CPU") and data["machine"]["auto_precision"] == "fp32"
     kinds = [(c["kind"], c["precision"], c["resolution"]) for c in data["cases"]]
-    assert kinds == [("train", "fp32", 128), ("train", "bf16", 128), ("generate", "fp32", 64),
-                     ("generate", "bf16", 64), ("generate", "fp32", 128), ("generate", "bf16", 128)]
-    train, gen64, gen128 = data["cases"][0], data["cases"][2], data["cases"][4]
+    assert kinds == [(k, p, r) for k, r in (("train", 128), ("generate", 64), ("generate", 128)) for p in precisions]
+    n = len(precisions)
+    train, gen64, gen128 = data["cases"][0], data["cases"][n], data["cases"][2 * n]
     assert train["flops_per_image"] > 3 * gen128["flops_per_image"]  # backward and the Ds cost more than G
     assert gen128["flops_per_image"] > 2 * gen64["flops_per_image"]  # the attention stage at 128 px
-    assert set(data["matmul_peak_gflops"]) == {"fp32", "bf16"} and data["machine"]["threads"] == 1
+    assert set(data["matmul_peak_gflops"]) == set(precisions) and data["machine"]["threads"] == 1
     bad = subprocess.run([*args[:2], "precisions=[fp16]", "device=cpu"], capture_output=True, text=True,
                          cwd=tmp_path, timeout=120)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "fp16" in bad.stderr

@@ -70,7 +70,7 @@ def test_every_experiment_composes_and_builds(experiment):
 @pytest.mark.parametrize("train", TRAINS)
 def test_every_train_preset_composes(train):
     cfg = compose("train", [f"train={train}"])
-    assert cfg.train.precision in ("fp32", "fp16", "bf16") and cfg.train.resume in ("auto", "never")
+    assert cfg.train.precision in ("auto", "fp32", "fp16", "bf16") and cfg.train.resume in ("auto", "never")
 
 
 @pytest.mark.parametrize("data", DATAS)

@@ -50,7 +50,8 @@ from t2i.models.image_encoders import LightImageEncoder
 from t2i.models.layers import fold_batchnorm
 from t2i.models.text_encoders import RNNTextEncoder
 from t2i.recipes.gan import build_models
-from t2i.runtime import Precision, resolve_device, seed_everything
+from t2i.runtime import (Precision, ProbeShape, configure_threads, cpu_info, probe_cpu_precisions, resolve_device,
+                         seed_everything, usable_cores)
 from t2i.structures import Batch
 from t2i.training.gan import GANTrainer, GANTrainerSettings
 
@@ -201,8 +202,11 @@ def bench_group(cfg, device, kind: str, batch_size: int, resolution: int | None,
 
 # ---------------------------------------------------------------------------------------------- report
 def machine_info(device: torch.device) -> dict:
+    cpu = cpu_info()
     info = {"torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(), "processor": _cpu_model(), "device": str(device)}
+            "cpu_count": os.cpu_count(), "usable_cores": usable_cores(), "processor": cpu.model,
+            "capability": cpu.isa, "native_bf16": cpu.native_bf16, "cpu_line": cpu.line(torch.get_num_threads()),
+            "device": str(device)}
     try:
         info["loadavg"] = list(os.getloadavg())
     except OSError:
@@ -210,16 +214,6 @@ def machine_info(device: torch.device) -> dict:
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def plan(cfg) -> list[tuple[str, int, int | None]]:
@@ -247,11 +241,27 @@ def main(cfg: DictConfig) -> None:
     if str(cfg.model.get("family")) != "gan":
         raise ConfigError(f"bench measures GANs; model={cfg.model.get('name')} is of family {cfg.model.get('family')}")
     device = resolve_device(str(cfg.device))
-    for p in cfg.precisions:
-        Precision(str(p), device)  # refuse fp16 on the CPU before measuring anything
     command = "python tools/bench.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    with num_threads(cfg.threads):
+    with num_threads(configure_threads(cfg.threads)):
+        # The machine line first, then what precision=auto picks here and why, so the figures below read right.
         info = machine_info(device)
+        g = cfg.model.generator
+        auto = Precision("auto", device, probe_shape=ProbeShape(channels=2 * int(g.ngf), size=int(g.base_size),
+                                                                batch=min(int(cfg.training.batch_sizes[0]), 8)))
+        info["auto_precision"], info["auto_reason"] = auto.name, auto.reason
+        print(f"machine: {info['cpu_line'] if device.type == 'cpu' else info.get('gpu')}, torch {info['torch']}")
+        print(f"precision=auto picks {auto.name}: {auto.reason}", flush=True)
+        precisions = list(dict.fromkeys(auto.name if str(p) == "auto" else str(p) for p in cfg.precisions))
+        if device.type == "cpu" and not cpu_info().native_bf16 and "bf16" in precisions and not cfg.emulated_bf16:
+            t = probe_cpu_precisions(auto.probe_shape)
+            print(f"bf16 is emulated on this CPU (probe block: fp32 {t['fp32'] * 1e3:.0f} ms, bf16 "
+                  f"{t['bf16'] * 1e3:.0f} ms, {t['bf16'] / t['fp32']:.1f}x slower): left out of the cases below "
+                  "(emulated_bf16=true times it anyway)", flush=True)
+            info["probe"] = t
+            precisions = [p for p in precisions if p != "bf16"] or ["fp32"]
+        for p in precisions:
+            Precision(p, device)  # refuse fp16 on the CPU before measuring anything
+        cfg.precisions = precisions
         busy = info.get("loadavg", [0])[0]
         if device.type == "cpu" and busy > 0.5 * (os.cpu_count() or 1):
             log.warning("load average %.1f on %d CPUs: other processes compete; timings include contention "
@@ -276,7 +286,7 @@ def main(cfg: DictConfig) -> None:
         info["loadavg_after"] = list(os.getloadavg())
     table = format_table(cases, peaks)
     print(command)
-    print(f"{info['processor']}, {info['threads']} threads, torch {info['torch']}, load average "
+    print(f"{info['cpu_line']}, torch {info['torch']}, load average "
           f"{info['loadavg'][0]:.2f} before / {info['loadavg_after'][0]:.2f} after")
     print(table)
     print("3x3 conv reference: " + ", ".join(f"{p} {r['conv3x3']['gflops']:.1f} GFLOP/s" for p, r in peak_runs.items())

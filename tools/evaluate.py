@@ -23,7 +23,7 @@ from t2i.evaluation import (attribute_ceiling, build_suite, evaluate, format_tab
                             sha256_file, generated_images, write_results)
 from t2i.pipeline import Text2ImagePipeline
 from t2i.recipes.data import build_source
-from t2i.runtime import resolve_device
+from t2i.runtime import configure_threads, resolve_device
 
 
 def _opt(node, key, default=None):
@@ -41,6 +41,7 @@ def _fingerprint(records) -> str:
 @guarded
 def main(cfg: DictConfig) -> None:
     setup_logging()
+    configure_threads(cfg.get("threads"))
     m = cfg.metrics
     names = [str(n) for n in m.names]
     device = resolve_device(str(cfg.device))

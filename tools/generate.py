@@ -18,6 +18,7 @@ from t2i.cli import guarded, setup_logging
 from t2i.errors import CaptionError
 from t2i.evaluation import resolve_export
 from t2i.pipeline import Text2ImagePipeline
+from t2i.runtime import configure_threads
 from t2i.visualize import attention_figure, canvas_strip, captioned_grid, save_canvas_gif, save_image, to_pil
 
 
@@ -39,6 +40,7 @@ def read_captions(cfg: DictConfig) -> list[str]:
 @guarded
 def main(cfg: DictConfig) -> None:
     setup_logging()
+    configure_threads(cfg.threads)
     export = resolve_export(cfg.checkpoint, cfg.runs_dir)
     pipe = Text2ImagePipeline.from_export(export, device=cfg.device, precision=cfg.precision)
     captions = read_captions(cfg)

@@ -15,12 +15,14 @@ from omegaconf import DictConfig
 
 from t2i.cli import guarded, setup_logging
 from t2i.errors import ConfigError
+from t2i.runtime import configure_threads
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
 @guarded
 def main(cfg: DictConfig) -> None:
     setup_logging()
+    configure_threads(cfg.get("threads"))
     family = cfg.model.get("family")
     try:
         recipe = importlib.import_module(f"t2i.recipes.{family}")

@@ -81,7 +81,7 @@ def train(cfg: Any) -> dict[str, float]:
         train_loader, test_loader, runtime, vocab, sample_cond = _mnist_data(cfg, batch_size, seed)
     else:
         train_loader, test_loader, runtime, vocab, sample_cond = _caption_data(cfg, batch_size, seed, num_samples)
-    if str(_get(run, "precision", "fp32")) != "fp32":
+    if str(_get(run, "precision", "fp32")) not in ("fp32", "auto"):
         log.info("DRAW trains in fp32 (the ELBO is reported in nats; the LSTMs are small)")
     spec = spec_from_node(to_container(cfg.model.net), **runtime)
     model = build_from_spec(spec)

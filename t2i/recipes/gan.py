@@ -20,7 +20,7 @@ from t2i.errors import CheckpointError, ConfigError
 from t2i.losses.gan import GANLoss
 from t2i.models.factory import build_from_spec, spec_from_node
 from t2i.recipes.data import build_datasets
-from t2i.runtime import Precision, init_distributed, resolve_device, seed_everything
+from t2i.runtime import Precision, ProbeShape, init_distributed, resolve_device, seed_everything
 from t2i.training.damsm import load_image_encoder, load_text_encoder
 from t2i.training.gan import GANTrainer, GANTrainerSettings, Phase
 from t2i.visualize import attention_figure, canvas_strip, grid_image, save_image
@@ -126,7 +126,6 @@ def build_trainer(cfg) -> GANTrainer:
     seed_everything(int(cfg.seed) + dist.rank)
     device = resolve_device(str(cfg.device)) if not dist.enabled or not torch.cuda.is_available() \
         else torch.device("cuda", dist.local_rank)
-    precision = Precision(str(cfg.train.precision), device)
 
     # (1) the pretrained DAMSM: frozen text encoder, and the image encoder for the DAMSM loss
     text_path, image_path = damsm_paths(cfg)
@@ -152,6 +151,10 @@ def build_trainer(cfg) -> GANTrainer:
         batch_size //= dist.world_size
     loader = make_loader(train_ds, batch_size=batch_size, shuffle=True, drop_last=True, sampler=sampler,
                          num_workers=int(_opt(cfg.train, "num_workers", 0)), seed=int(cfg.seed))
+    # precision=auto probes a block at the first stage's width and resolution and this batch size
+    probe = ProbeShape(channels=int(_opt(model.generator, "ngf", 32)) * 2, size=int(generator.resolutions[0]),
+                       batch=min(batch_size, 8))
+    precision = Precision(str(cfg.train.precision), device, probe_shape=probe)
 
     # (4) losses
     loss = GANLoss(image_encoder=image_encoder, lambda_damsm=lambda_damsm, kl_weight=float(model.kl_weight),
