@@ -56,7 +56,7 @@ from t2i.metrics.r_precision import caption_hits, fold_means, sample_mismatched_
 from t2i.metrics.registry import METRICS
 from t2i.pipeline import Text2ImagePipeline
 from t2i.structures import Batch, Record
-from t2i.training.checkpoint import atomic_write, load_checkpoint
+from t2i.io import atomic_write, load_checkpoint
 from t2i.training.damsm import load_image_encoder, load_text_encoder
 
 log = logging.getLogger(__name__)

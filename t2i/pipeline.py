@@ -29,7 +29,7 @@ from t2i.models.factory import build_from_spec
 from t2i.models.layers import fold_batchnorm
 from t2i.runtime import Precision
 from t2i.structures import Batch, TextEmbedding
-from t2i.training.checkpoint import load_state_dict_strict
+from t2i.io import load_state_dict_strict
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from t2i.errors import CheckpointError, WeightsError
-from t2i.training.checkpoint import fill_batchnorm_counters, load_state_dict_strict
+from t2i.io import fill_batchnorm_counters, load_state_dict_strict
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from t2i.errors import CheckpointError, WeightsError
+from t2i.io import load_state_dict_strict
 from t2i.structures import Batch, TextEmbedding
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,6 @@ class RNNTextEncoder(nn.Module):
         Raises:
             CheckpointError: vocabulary size, embedding size or keys differ, in one line.
         """
-        from t2i.training.checkpoint import load_state_dict_strict
         emb = state.get("encoder.weight")
         if emb is not None and tuple(emb.shape) != tuple(self.encoder.weight.shape):
             raise CheckpointError(

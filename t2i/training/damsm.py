@@ -33,7 +33,7 @@ from t2i.models.image_encoders import IMAGE_ENCODERS, InceptionImageEncoder
 from t2i.models.text_encoders import TEXT_ENCODERS
 from t2i.runtime import Precision, resolve_device, rng_state, set_rng_state
 from t2i.structures import Batch
-from t2i.training.checkpoint import load_checkpoint, load_state_dict_strict, save_checkpoint
+from t2i.io import load_checkpoint, load_state_dict_strict, save_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from t2i.errors import TrainingError
 from t2i.losses.draw import ElboTerms, draw_elbo
 from t2i.runtime import rng_state, set_rng_state
 from t2i.structures import Batch
-from t2i.training.checkpoint import atomic_write, load_checkpoint, load_state_dict_strict, save_checkpoint
+from t2i.io import atomic_write, load_checkpoint, load_state_dict_strict, save_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from t2i.errors import CheckpointError, TrainingError
 from t2i.runtime import DistInfo, Precision, rng_state, set_rng_state
 from t2i.structures import Batch, TextEmbedding
 from t2i.training.distributed import average_gradients, broadcast_parameters, rank_slice
-from t2i.training.checkpoint import atomic_write, load_checkpoint, load_state_dict_strict, save_checkpoint
+from t2i.io import atomic_write, load_checkpoint, load_state_dict_strict, save_checkpoint
 from t2i.training.ema import EMA
 from t2i.training.logging import RunLogger
 

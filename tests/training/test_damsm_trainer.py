@@ -10,7 +10,7 @@ from t2i.errors import CheckpointError, TrainingError
 from t2i.models.image_encoders import LightImageEncoder
 from t2i.models.text_encoders import RNNTextEncoder
 from t2i.structures import Batch
-from t2i.training.checkpoint import load_checkpoint
+from t2i.io import load_checkpoint
 from t2i.training.damsm import (DAMSMTrainer, damsm_lr, load_image_encoder, load_text_encoder,
                                 save_text_encoder)
 
