@@ -149,6 +149,10 @@ def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
     return out
 
 
+def test_no_module_cycle():
+    assert cycles(import_graph(ROOT)) == []
+
+
 def test_no_package_cycle():
     assert cycles(package_graph(import_graph(ROOT))) == []
 
