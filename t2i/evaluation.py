@@ -56,8 +56,9 @@ from t2i.metrics.r_precision import caption_hits, fold_means, sample_mismatched_
 from t2i.metrics.registry import METRICS
 from t2i.pipeline import Text2ImagePipeline
 from t2i.structures import Batch, Record
-from t2i.io import atomic_write, load_checkpoint
-from t2i.training.damsm import load_image_encoder, load_text_encoder
+from t2i.io import atomic_write
+from t2i.models.damsm import (IMAGE_NAME, TEXT_NAME, find_encoder, load_image_encoder, load_text_encoder,
+                              text_encoder_vocab)
 
 log = logging.getLogger(__name__)
 
@@ -484,7 +485,7 @@ class DAMSMScorer:
     @classmethod
     def from_dir(cls, folder: str | os.PathLike, vocab: Vocabulary | None = None, words_num: int = 18,
                  device: str | torch.device = "cpu") -> "DAMSMScorer":
-        """Load ``text_encoder.pt`` and ``image_encoder.pt`` of a DAMSM run directory.
+        """Load the text and image encoders of a DAMSM run directory (:mod:`t2i.models.damsm`).
 
         ``vocab`` is used only when the text encoder's file carries none.
 
@@ -492,12 +493,15 @@ class DAMSMScorer:
             CheckpointError: a file is missing or of another kind.
         """
         folder = Path(folder)
-        text_path, image_path = folder / "text_encoder.pt", folder / "image_encoder.pt"
+        try:
+            text_path, image_path = find_encoder(folder, TEXT_NAME), find_encoder(folder, IMAGE_NAME)
+        except CheckpointError as err:
+            raise CheckpointError(f"no DAMSM for R-precision: {err}; or pass metrics.r_precision.damsm=DIR") from None
         for p in (text_path, image_path):
             if not p.is_file():
                 raise CheckpointError(f"no DAMSM for R-precision: {p} is missing; train it with 'python tools/train.py "
                                       "model=damsm' or pass metrics.r_precision.damsm=DIR")
-        stored = load_checkpoint(text_path, "damsm_text").get("vocab")
+        stored = text_encoder_vocab(text_path)
         vocab = Vocabulary.from_dict(stored) if stored else vocab
         if vocab is None:
             raise CheckpointError(f"{text_path} carries no vocabulary and none was given; re-export the DAMSM")

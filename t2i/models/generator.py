@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from t2i.errors import ConfigError
 from t2i.models.conditioning import ConditioningAugmentation
+from t2i.models.factory import register_model
 from t2i.models.layers import cast_tuple, conv3x3, init_weights
 from t2i.models.stages import STAGE_KINDS, StageContext, StageSpec
 from t2i.structures import GeneratorOutput, TextEmbedding
@@ -35,6 +36,7 @@ class ImageHead(nn.Sequential):
         super().__init__(conv3x3(channels, 3), nn.Tanh())
 
 
+@register_model
 class MultiStageGenerator(nn.Module):
     """Conditioning augmentation + a list of stages, each with an image head.
 

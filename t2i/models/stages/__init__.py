@@ -5,8 +5,7 @@ one import line below. :mod:`t2i.models.generator` imports this package, so ever
 a generator is built (training, ``pipeline.from_export``).
 """
 
-from t2i.models.stages.base import (STAGE_KINDS, GeneratorStage, StageContext, StageOutput, StageSpec,
-                                    register_stage)
 from t2i.models.stages import attention, draw, init, stackgan  # noqa: F401  (register the kinds)
+from t2i.models.stages.base import STAGE_KINDS, GeneratorStage, StageContext, StageOutput, StageSpec, register_stage
 
 __all__ = ["STAGE_KINDS", "GeneratorStage", "StageContext", "StageOutput", "StageSpec", "register_stage"]
