@@ -65,44 +65,13 @@ log = logging.getLogger(__name__)
 __all__ = [
     "ImageBatch", "record_order", "caption_plan", "real_images", "generated_images", "inception_features", "reference_statistics",
     "DAMSMScorer", "load_is_classifier", "colour_schema", "colour_attributes", "ensure_attribute_classifier",
-    "EvaluationSuite", "evaluate", "evaluate_pipeline", "write_results", "format_table", "resolve_export",
-    "newest_export", "sha256_file", "stats_path", "build_suite", "attribute_ceiling",
+    "EvaluationSuite", "evaluate", "evaluate_pipeline", "write_results", "format_table", "sha256_file", "stats_path",
+    "build_suite", "attribute_ceiling",
 ]
 
 INCEPTION_METRICS = ("fid", "kid", "is")
 IS_CLASSIFIER_HINT = (f"pass metrics.inception_weights=/path/{FID_WEIGHTS_FILE} (the FID Inception with its 1008 "
                       "logits) or metrics.is.classifier=PATH (a CUB-fine-tuned Inception-v3)")
-
-
-# ============================================================================================ exports
-def newest_export(runs_dir: str | os.PathLike) -> Path:
-    """The most recently written export directory (``**/export/model.json``) under ``runs_dir``.
-
-    Raises:
-        CheckpointError: there is none.
-    """
-    runs_dir = Path(runs_dir)
-    exports = sorted(runs_dir.glob("**/export/model.json"), key=lambda p: p.stat().st_mtime)
-    if not exports:
-        raise CheckpointError(f"no exported model under {runs_dir}/; train one first "
-                              "(python tools/train.py model=attngan) or pass checkpoint=PATH")
-    return exports[-1].parent
-
-
-def resolve_export(checkpoint: str | os.PathLike | None, runs_dir: str | os.PathLike = "runs") -> Path:
-    """An export directory from ``checkpoint=``: an export dir, a run dir holding ``export/``, or (None) the newest.
-
-    Raises:
-        CheckpointError: the path does not exist, or no export is found.
-    """
-    if checkpoint is None:
-        return newest_export(runs_dir)
-    path = Path(checkpoint)
-    if (path / "export" / "model.json").is_file():
-        return path / "export"
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist; pass an export directory (runs/<data>/<model>/export)")
-    return path
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -22,6 +22,7 @@ from t2i.metrics.r_precision import caption_hits
 from t2i.models.factory import build_from_spec, make_spec
 from t2i.models.image_encoders import LightImageEncoder
 from t2i.pipeline import Text2ImagePipeline
+from t2i.export import resolve_export
 from t2i.models.damsm import save_image_encoder, save_text_encoder
 
 SIZE = 32
@@ -308,8 +309,8 @@ def test_clear_errors_for_too_few_images_and_nan_images(setup, monkeypatch):
 
 def test_resolve_export(setup, tmp_path):
     run = setup["export"].parent
-    assert ev.resolve_export(run) == setup["export"]
-    assert ev.resolve_export(setup["export"]) == setup["export"]
-    assert ev.resolve_export(None, tmp_path) == setup["export"]
+    assert resolve_export(run) == setup["export"]
+    assert resolve_export(setup["export"]) == setup["export"]
+    assert resolve_export(None, tmp_path) == setup["export"]
     with pytest.raises(Exception, match="does not exist"):
-        ev.resolve_export(tmp_path / "nope")
+        resolve_export(tmp_path / "nope")

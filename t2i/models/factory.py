@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 from torch import nn
 
 from t2i.errors import CheckpointError
-from t2i.io import atomic_write, atomic_write_text, load_state_dict_strict
+from t2i.io import atomic_write, atomic_write_json, load_state_dict_strict
 
 # Every class a saved model may name, by its dotted path. A new model class that is saved in checkpoints or
 # exports is added here and decorated with @register_model (which refuses a class missing here); the list is
@@ -138,7 +138,7 @@ def save_module(path: str | os.PathLike, module: nn.Module, **meta: Any) -> dict
     state = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
     atomic_write(path, lambda tmp: save_file(state, tmp))
     record = {"format": MODULE_FORMAT, "version": 1, **meta, "spec": spec}
-    atomic_write_text(_spec_file(path), json.dumps(record, indent=1, default=_json_default) + "\n")
+    atomic_write_json(_spec_file(path), record)
     return spec
 
 
@@ -183,14 +183,6 @@ def load_module(path: str | os.PathLike, spec: dict | None = None, what: str = "
         raise CheckpointError(f"cannot read {path}: {str(exc)[:150]}; save or export the model again") from None
     load_state_dict_strict(module, state, what, path)
     return module
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (set, tuple)):
-        return list(obj)
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 def make_spec(target: str, **kwargs: Any) -> dict:

@@ -4,7 +4,6 @@ classes, with plain-value arguments, and nothing it names is imported or called 
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 
