@@ -57,52 +57,22 @@ from t2i.metrics.registry import METRICS
 from t2i.pipeline import Text2ImagePipeline
 from t2i.runtime import Precision
 from t2i.structures import Batch, Record
-from t2i.training.checkpoint import atomic_write, load_checkpoint
-from t2i.training.damsm import load_image_encoder, load_text_encoder
+from t2i.io import atomic_write
+from t2i.models.damsm import (IMAGE_NAME, TEXT_NAME, find_encoder, load_image_encoder, load_text_encoder,
+                              text_encoder_vocab)
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "ImageBatch", "record_order", "caption_plan", "real_images", "generated_images", "inception_features", "reference_statistics",
     "DAMSMScorer", "load_is_classifier", "colour_schema", "colour_attributes", "ensure_attribute_classifier",
-    "EvaluationSuite", "evaluate", "evaluate_pipeline", "write_results", "format_table", "resolve_export",
-    "newest_export", "sha256_file", "stats_path", "build_suite", "attribute_ceiling",
+    "EvaluationSuite", "evaluate", "evaluate_pipeline", "write_results", "format_table", "sha256_file", "stats_path",
+    "build_suite", "attribute_ceiling",
 ]
 
 INCEPTION_METRICS = ("fid", "kid", "is")
 IS_CLASSIFIER_HINT = (f"pass metrics.inception_weights=/path/{FID_WEIGHTS_FILE} (the FID Inception with its 1008 "
                       "logits) or metrics.is.classifier=PATH (a CUB-fine-tuned Inception-v3)")
-
-
-# ============================================================================================ exports
-def newest_export(runs_dir: str | os.PathLike) -> Path:
-    """The most recently written export directory (``**/export/model.json``) under ``runs_dir``.
-
-    Raises:
-        CheckpointError: there is none.
-    """
-    runs_dir = Path(runs_dir)
-    exports = sorted(runs_dir.glob("**/export/model.json"), key=lambda p: p.stat().st_mtime)
-    if not exports:
-        raise CheckpointError(f"no exported model under {runs_dir}/; train one first "
-                              "(python tools/train.py model=attngan) or pass checkpoint=PATH")
-    return exports[-1].parent
-
-
-def resolve_export(checkpoint: str | os.PathLike | None, runs_dir: str | os.PathLike = "runs") -> Path:
-    """An export directory from ``checkpoint=``: an export dir, a run dir holding ``export/``, or (None) the newest.
-
-    Raises:
-        CheckpointError: the path does not exist, or no export is found.
-    """
-    if checkpoint is None:
-        return newest_export(runs_dir)
-    path = Path(checkpoint)
-    if (path / "export" / "model.json").is_file():
-        return path / "export"
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist; pass an export directory (runs/<data>/<model>/export)")
-    return path
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -488,7 +458,7 @@ class DAMSMScorer:
     @classmethod
     def from_dir(cls, folder: str | os.PathLike, vocab: Vocabulary | None = None, words_num: int = 18,
                  device: str | torch.device = "cpu") -> "DAMSMScorer":
-        """Load ``text_encoder.pt`` and ``image_encoder.pt`` of a DAMSM run directory.
+        """Load the text and image encoders of a DAMSM run directory (:mod:`t2i.models.damsm`).
 
         ``vocab`` is used only when the text encoder's file carries none.
 
@@ -496,12 +466,15 @@ class DAMSMScorer:
             CheckpointError: a file is missing or of another kind.
         """
         folder = Path(folder)
-        text_path, image_path = folder / "text_encoder.pt", folder / "image_encoder.pt"
+        try:
+            text_path, image_path = find_encoder(folder, TEXT_NAME), find_encoder(folder, IMAGE_NAME)
+        except CheckpointError as err:
+            raise CheckpointError(f"no DAMSM for R-precision: {err}; or pass metrics.r_precision.damsm=DIR") from None
         for p in (text_path, image_path):
             if not p.is_file():
                 raise CheckpointError(f"no DAMSM for R-precision: {p} is missing; train it with 'python tools/train.py "
                                       "model=damsm' or pass metrics.r_precision.damsm=DIR")
-        stored = load_checkpoint(text_path, "damsm_text").get("vocab")
+        stored = text_encoder_vocab(text_path)
         vocab = Vocabulary.from_dict(stored) if stored else vocab
         if vocab is None:
             raise CheckpointError(f"{text_path} carries no vocabulary and none was given; re-export the DAMSM")

@@ -1,35 +1,25 @@
 """Text2ImagePipeline: caption(s) -> images, per-stage images, word-attention maps and DRAW canvases.
 
-Loads an exported model directory (written by the trainers' ``export()``)::
-
-    export/
-      model.json                 kind, step, model_spec (generator/text encoder specs), training config
-      generator.safetensors      the averaged (EMA) generator
-      text_encoder.safetensors   the frozen DAMSM text encoder
-      vocab.json                 the vocabulary
-
-No training config, data set or Hydra is needed.
+Loads an exported model directory (:mod:`t2i.export`: model.json, generator and text encoder weights,
+vocab.json). No training config, data set or Hydra is needed.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import torch
-from safetensors.torch import load_file
 from torch import Tensor
 
 from t2i.data.text import Vocabulary, tokenize
-from t2i.errors import CaptionError, CheckpointError
-from t2i.models.factory import build_from_spec
+from t2i.errors import CaptionError
+from t2i.export import read_export
 from t2i.models.layers import fold_batchnorm
 from t2i.runtime import Precision
 from t2i.structures import Batch, TextEmbedding
-from t2i.training.checkpoint import load_state_dict_strict
 
 log = logging.getLogger(__name__)
 
@@ -82,31 +72,11 @@ class Text2ImagePipeline:
     def from_export(cls, path: str | Path, device: str | torch.device = "cpu", precision: str = "fp32",
                     fold_bn: bool = True):
         """Load an export directory; ``fold_bn`` folds the generator's BatchNorm into its convs (inference only)."""
-        path = Path(path)
-        meta_path = path / "model.json"
-        if not meta_path.is_file():
-            raise CheckpointError(f"{path} is not an exported t2i model (no model.json); "
-                                  "export one by training with tools/train.py, or pass checkpoint=<run>/export")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise CheckpointError(f"{meta_path} is not valid JSON ({exc.msg}); re-export the model") from None
-        if meta.get("format") != "t2i-export":
-            raise CheckpointError(f"{meta_path} is not a t2i export (format tag missing)")
-        if meta.get("kind") not in ("gan", "aligndraw"):
-            raise CheckpointError(f"{path} holds a '{meta.get('kind')}' model, which cannot generate from captions")
-        spec = meta["model_spec"]
-        generator = build_from_spec(spec["generator"])
-        load_state_dict_strict(generator, _load_tensors(path / "generator.safetensors"), "generator", path)
+        export = read_export(path)
         if fold_bn:
-            fold_batchnorm(generator.eval())
-        vocab = Vocabulary.load(path / "vocab.json")
-        text_encoder = None
-        if meta["kind"] == "gan":
-            text_encoder = build_from_spec(spec["text_encoder"])
-            load_state_dict_strict(text_encoder, _load_tensors(path / "text_encoder.safetensors"), "text encoder", path)
-        return cls(generator, text_encoder, vocab, z_dim=int(spec.get("z_dim", 0)),
-                   words_num=int(spec.get("words_num", 18)), device=device, precision=precision)
+            fold_batchnorm(export.generator.eval())
+        return cls(export.generator, export.text_encoder, export.vocab, z_dim=export.z_dim,
+                   words_num=export.words_num, device=device, precision=precision)
 
     # ------------------------------------------------------------------ text
     def encode_captions(self, captions: Sequence[str]) -> EncodedCaptions:
@@ -230,11 +200,3 @@ class Text2ImagePipeline:
         out.captions = [caption] * steps
         return out
 
-
-def _load_tensors(path: Path) -> dict[str, Tensor]:
-    if not path.is_file():
-        raise CheckpointError(f"{path} is missing; the export is incomplete, export the model again")
-    try:
-        return load_file(str(path))
-    except Exception as exc:
-        raise CheckpointError(f"cannot read {path}: {str(exc)[:150]}; export the model again") from None

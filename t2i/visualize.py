@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 from torchvision.utils import make_grid
 
-from t2i.training.checkpoint import atomic_write
+from t2i.io import atomic_write
 
 
 def to_pil(image: Tensor) -> Image.Image:

@@ -22,7 +22,8 @@ from t2i.metrics.r_precision import caption_hits
 from t2i.models.factory import build_from_spec, make_spec
 from t2i.models.image_encoders import LightImageEncoder
 from t2i.pipeline import Text2ImagePipeline
-from t2i.training.damsm import save_image_encoder, save_text_encoder
+from t2i.export import resolve_export
+from t2i.models.damsm import save_image_encoder, save_text_encoder
 
 SIZE = 32
 
@@ -66,8 +67,8 @@ def write_damsm(folder: Path, vocab) -> Path:
     torch.manual_seed(1)
     text = build_from_spec(make_spec("t2i.models.text_encoders.RNNTextEncoder", vocab_size=len(vocab), word_dim=8,
                                      hidden_dim=4, dropout=0.0))
-    save_text_encoder(folder / "text_encoder.pt", text, vocab)
-    save_image_encoder(folder / "image_encoder.pt", LightImageEncoder(embed_dim=8, width=4, image_size=16))
+    save_text_encoder(folder, text, vocab)
+    save_image_encoder(folder, LightImageEncoder(embed_dim=8, width=4, image_size=16))
     return folder
 
 
@@ -184,7 +185,7 @@ def test_evaluate_pipeline_writes_results_with_right_counts(setup, monkeypatch):
     stored = json.loads(json_path.read_text())
     assert stored["metrics"]["fid"] == pytest.approx(m["fid"]) and stored["counts"]["images"] == 10
     assert stored["profile"] == "pytorch-fid" and stored["seed"] == 0 and stored["export"] == str(setup["export"])
-    assert any(k.endswith("text_encoder.pt") and len(v) == 64 for k, v in stored["weights"].items())
+    assert any(k.endswith("text_encoder.safetensors") and len(v) == 64 for k, v in stored["weights"].items())
     assert stored["timings"]["total"] > 0
     md = md_path.read_text()
     assert "| FID |" in md and "| R-precision |" in md and "ceiling" in md
@@ -308,8 +309,8 @@ def test_clear_errors_for_too_few_images_and_nan_images(setup, monkeypatch):
 
 def test_resolve_export(setup, tmp_path):
     run = setup["export"].parent
-    assert ev.resolve_export(run) == setup["export"]
-    assert ev.resolve_export(setup["export"]) == setup["export"]
-    assert ev.resolve_export(None, tmp_path) == setup["export"]
+    assert resolve_export(run) == setup["export"]
+    assert resolve_export(setup["export"]) == setup["export"]
+    assert resolve_export(None, tmp_path) == setup["export"]
     with pytest.raises(Exception, match="does not exist"):
-        ev.resolve_export(tmp_path / "nope")
+        resolve_export(tmp_path / "nope")

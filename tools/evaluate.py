@@ -19,8 +19,9 @@ from omegaconf import DictConfig
 from t2i.cli import guarded, setup_logging
 from t2i.config import to_container
 from t2i.data.dataset import TextImageDataset
-from t2i.evaluation import (attribute_ceiling, build_suite, evaluate, format_table, real_images, resolve_export,
-                            sha256_file, generated_images, write_results)
+from t2i.evaluation import (attribute_ceiling, build_suite, evaluate, format_table, generated_images, real_images,
+                            sha256_file, write_results)
+from t2i.export import resolve_export
 from t2i.pipeline import Text2ImagePipeline
 from t2i.recipes.data import build_source
 from t2i.runtime import configure_threads, resolve_device

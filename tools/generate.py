@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from t2i.cli import guarded, setup_logging
 from t2i.errors import CaptionError
-from t2i.evaluation import resolve_export
+from t2i.export import resolve_export
 from t2i.pipeline import Text2ImagePipeline
 from t2i.runtime import configure_threads
 from t2i.visualize import attention_figure, canvas_strip, captioned_grid, save_canvas_gif, save_image, to_pil

@@ -52,6 +52,7 @@ import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFont
 
 from t2i.errors import ConfigError, DataError
+from t2i.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -817,7 +818,7 @@ def render_dataset(
             "train_species": [sp.folder for sp in species if sp.class_id not in test_ids],
             "test_species": [sp.folder for sp in species if sp.class_id in test_ids],
             "species": {sp.folder: {"colours": sp.colours, "beak_length": sp.beak_length} for sp in species}}
-    _atomic_write(root / MARKER, json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    atomic_write_text(root / MARKER, json.dumps(meta, indent=1, sort_keys=True) + "\n")
     (root / INCOMPLETE_MARKER).unlink()
     log.info("rendered %d images of %d species into %s in %.1f s", len(jobs), num_species, root,
              time.perf_counter() - start)
@@ -828,12 +829,6 @@ def _progress(total: int, enabled: bool) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc="synthbirds", unit="img", disable=not enabled)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _write_metadata(root: Path, species: list[Species], jobs: list[_Job], results: list[Any],

@@ -20,6 +20,7 @@ from typing import Iterable, Sequence
 from nltk.tokenize import RegexpTokenizer
 
 from t2i.errors import CaptionError, DataError
+from t2i.io import atomic_write_text
 
 __all__ = ["tokenize", "is_usable_caption", "Vocabulary", "END_TOKEN", "UNK_TOKEN", "UNKNOWN_POLICIES"]
 
@@ -228,10 +229,8 @@ class Vocabulary:
 
     def save(self, path: str | os.PathLike, extra: dict | None = None) -> Path:
         """Write the vocabulary as JSON (atomically); ``extra`` keys are stored beside it."""
-        from t2i.training.checkpoint import atomic_write
-
         text = json.dumps({**(extra or {}), **self.to_dict()}, ensure_ascii=True)
-        return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        return atomic_write_text(path, text)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Vocabulary":

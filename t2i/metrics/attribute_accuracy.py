@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from t2i.data.synthbirds import ATTRIBUTE_PART_NAMES, COLOUR_WORDS, PART_WORDS
 from t2i.data.synthbirds import PARTS as SYNTH_PARTS
 from t2i.errors import DataError
-from t2i.training.checkpoint import load_checkpoint, load_state_dict_strict, save_checkpoint
+from t2i.io import load_checkpoint, load_state_dict_strict, save_checkpoint
 
 log = logging.getLogger(__name__)
 

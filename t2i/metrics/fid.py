@@ -22,7 +22,7 @@ import torch
 from scipy import linalg
 
 from t2i.errors import DataError
-from t2i.training.checkpoint import atomic_write
+from t2i.io import atomic_write
 
 log = logging.getLogger(__name__)
 

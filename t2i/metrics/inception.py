@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from t2i.errors import WeightsError
-from t2i.training.checkpoint import fill_batchnorm_counters
+from t2i.io import fill_batchnorm_counters, load_state_dict_strict
 
 if TYPE_CHECKING:
     from t2i.metrics.profiles import Profile
@@ -241,18 +241,8 @@ class FIDInceptionV3(nn.Module):
 
 
 def _check_and_load(model: nn.Module, state: dict[str, Tensor], source: str) -> None:
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [k for k in sorted(own.keys() & state.keys()) if tuple(own[k].shape) != tuple(state[k].shape)]
-    if missing or unexpected or shapes:
-        parts = [f"missing {len(missing)} keys (e.g. {missing[0]})"] if missing else []
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
-        if shapes:
-            parts.append(f"{shapes[0]} is {tuple(state[shapes[0]].shape)}, expected {tuple(own[shapes[0]].shape)}")
-        raise WeightsError(f"{source} is not the FID Inception ({'; '.join(parts)}); supply {FID_WEIGHTS_FILE}")
-    model.load_state_dict(state, strict=True)
+    load_state_dict_strict(model, state, "the FID Inception weights", source, error=WeightsError,
+                           advice=f"supply {FID_WEIGHTS_FILE}")
 
 
 def _looks_like_torchvision(state: dict[str, Tensor]) -> bool:

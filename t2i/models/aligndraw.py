@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from t2i.models.attention import masked_softmax
 from t2i.models.draw import DrawOutput, make_reader, make_writer
+from t2i.models.factory import register_model
 from t2i.models.text_encoders import RNNTextEncoder
 from t2i.structures import TextEmbedding
 
@@ -66,6 +67,7 @@ class WordAlignment(nn.Module):
         return sentence, alpha
 
 
+@register_model
 class AlignDRAW(nn.Module):
     """Caption-conditioned DRAW with word alignment and a learned prior (Mansimov et al., 2016).
 

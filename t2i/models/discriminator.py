@@ -22,9 +22,11 @@ import torch
 from torch import Tensor, nn
 
 from t2i.errors import ConfigError
+from t2i.models.factory import register_model
 from t2i.models.layers import ConvBlock, DownBlock, cast_tuple, init_weights, log2_int, tile
 
 
+@register_model
 class StageDiscriminator(nn.Module):
     """Discriminator for ``resolution x resolution`` images with conditional and unconditional logits.
 

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from t2i.models.factory import register_model
+
 FILTER_EPS = 1e-8  # guards the row normalisation of Eq. (25)-(26), as in ericjang/draw
 
 
@@ -266,6 +268,7 @@ def make_writer(attention: bool, hidden_dim: int, write_n: int, channels: int, h
     return AttentionWriter(hidden_dim, write_n, channels) if attention else PlainWriter(hidden_dim, channels, height, width)
 
 
+@register_model
 class DRAW(nn.Module):
     """The DRAW recurrent VAE (Gregor et al., 2015, Sec. 2-3), as in ericjang/draw.
 

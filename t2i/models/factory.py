@@ -6,21 +6,34 @@ A spec read from a file is untrusted: exports are what people share. Only the mo
 :data:`MODEL_CLASSES` can be built, and the target is checked against that list *before* anything is
 imported or called; the keyword arguments must be plain JSON values (no ``_target_`` keys, no objects),
 so a ``model.json`` cannot name ``t2i.config.build``, ``os.system``, a data renderer or any other callable.
+
+The same list is the registry of self-describing models (diffusers' ``register_to_config``):
+:func:`register_model` decorates each listed class, records its constructor arguments in
+``init_kwargs`` and refuses a class that is not on the list. :func:`module_spec` turns a built module
+back into its spec, and :func:`save_module` / :func:`load_module` write and read one module as
+``<name>.safetensors`` (weights) beside ``<name>.json`` (spec and metadata); the DAMSM encoders and the
+exports (:mod:`t2i.export`) go through them.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
+import json
 import math
-from typing import Any
+import os
+from pathlib import Path
+from typing import Any, TypeVar
 
 from torch import nn
 
 from t2i.errors import CheckpointError
+from t2i.io import atomic_write, atomic_write_json, load_state_dict_strict
 
 # Every class a saved model may name, by its dotted path. A new model class that is saved in checkpoints or
-# exports is added here (and nowhere else); the list is deliberately static so that checking a target
-# never imports the module it names.
+# exports is added here and decorated with @register_model (which refuses a class missing here); the list is
+# deliberately static so that checking a target never imports the module it names.
 MODEL_CLASSES: frozenset[str] = frozenset({
     "t2i.models.generator.MultiStageGenerator",
     "t2i.models.discriminator.StageDiscriminator",
@@ -32,7 +45,144 @@ MODEL_CLASSES: frozenset[str] = frozenset({
     "t2i.models.aligndraw.AlignDRAW",
 })
 
+REGISTERED_MODELS: dict[str, type[nn.Module]] = {}  # dotted path -> class, filled by @register_model
+
+MODULE_FORMAT = "t2i-module"
 _MAX_DEPTH = 8  # nesting of lists/dicts in kwargs (stage_options is two deep)
+
+
+M = TypeVar("M", bound=type)
+
+
+def _plain_value(value: Any) -> Any:
+    """A constructor argument as a JSON value (paths as strings, tuples as lists)."""
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain_value(v) for k, v in value.items()}
+    return value
+
+
+def register_model(cls: M) -> M:
+    """Class decorator: a model that rebuilds itself from its constructor arguments.
+
+    After ``__init__`` the instance has ``init_kwargs``, every constructor argument by name with defaults
+    filled in (``**kwargs`` flattened), as plain values; :func:`module_spec` stores them. A class may define
+    ``export_kwargs()`` to adjust what is stored (the Inception encoder drops its ImageNet path, since its
+    trunk weights travel in the state dict). The class must be named in :data:`MODEL_CLASSES`.
+
+    Raises:
+        TypeError: the class is not on the allow-list (add its dotted path to MODEL_CLASSES).
+    """
+    path = f"{cls.__module__}.{cls.__qualname__}"
+    if path not in MODEL_CLASSES:
+        raise TypeError(f"{path} is not in t2i.models.factory.MODEL_CLASSES; add it there to make it loadable")
+    init = cls.__init__
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        if type(self).__init__ is not __init__:
+            return  # a registered subclass records its own arguments after this returns
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        recorded: dict[str, Any] = {}
+        for name, param in list(signature.parameters.items())[1:]:
+            if param.kind is inspect.Parameter.VAR_KEYWORD:
+                recorded.update(bound.arguments.get(name, {}))
+            elif param.kind is not inspect.Parameter.VAR_POSITIONAL:
+                recorded[name] = bound.arguments[name]
+        self.init_kwargs = _plain_value(recorded)
+
+    cls.__init__ = __init__
+    REGISTERED_MODELS[path] = cls
+    return cls
+
+
+def _path_of(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def module_spec(module: nn.Module) -> dict:
+    """``{"target", "kwargs"}`` of a module built from a :func:`register_model` class.
+
+    Raises:
+        CheckpointError: the module's class is not registered, or its arguments are not plain values.
+    """
+    path = _path_of(type(module))
+    if REGISTERED_MODELS.get(path) is not type(module) or not hasattr(module, "init_kwargs"):
+        raise CheckpointError(f"cannot save a {type(module).__name__}: only t2i's registered model classes "
+                              f"({', '.join(sorted(n.rpartition('.')[2] for n in MODEL_CLASSES))}) rebuild themselves")
+    export = getattr(module, "export_kwargs", None)
+    kwargs = dict(export() if callable(export) else module.init_kwargs)
+    check_plain(kwargs, f"{type(module).__name__} arguments")
+    return make_spec(path, **kwargs)
+
+
+def _spec_file(path: Path) -> Path:
+    return path.with_suffix(".json")
+
+
+def save_module(path: str | os.PathLike, module: nn.Module, **meta: Any) -> dict:
+    """Write ``module`` as ``path`` (safetensors weights) and ``path`` with suffix ``.json`` (spec + ``meta``).
+
+    Both files are written atomically; ``meta`` must be JSON values. Returns the spec.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    spec = module_spec(module)
+    state = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
+    atomic_write(path, lambda tmp: save_file(state, tmp))
+    record = {"format": MODULE_FORMAT, "version": 1, **meta, "spec": spec}
+    atomic_write_json(_spec_file(path), record)
+    return spec
+
+
+def read_module_record(path: str | os.PathLike) -> dict:
+    """The JSON record written by :func:`save_module` beside the weights ``path`` (spec and metadata)."""
+    json_path = _spec_file(Path(path))
+    if not json_path.is_file():
+        raise CheckpointError(f"{json_path} is missing; the saved model is incomplete, save it again")
+    try:
+        record = json.loads(json_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{json_path} is not valid JSON ({exc}); save the model again") from None
+    if not isinstance(record, dict) or record.get("format") != MODULE_FORMAT:
+        raise CheckpointError(f"{json_path} is not a t2i saved model (no 'format: {MODULE_FORMAT}' tag)")
+    return record
+
+
+def load_module(path: str | os.PathLike, spec: dict | None = None, what: str = "model") -> nn.Module:
+    """Rebuild a module saved by :func:`save_module` and load its weights strictly.
+
+    Args:
+        path: the ``.safetensors`` weights file.
+        spec: the spec to build from; None: read it from the ``.json`` beside ``path``. (Exports of format
+            version 1 keep their specs in ``model.json``.)
+        what: the module's role, for error messages.
+
+    Raises:
+        CheckpointError: a missing or unreadable file, a spec that names anything but a registered model
+            class, or weights that do not fit.
+    """
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if spec is None:
+        spec = read_module_record(path).get("spec")
+    module = build_from_spec(spec)
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing; the saved model is incomplete, save or export it again")
+    try:
+        state = load_file(str(path))
+    except Exception as exc:
+        raise CheckpointError(f"cannot read {path}: {str(exc)[:150]}; save or export the model again") from None
+    load_state_dict_strict(module, state, what, path)
+    return module
 
 
 def make_spec(target: str, **kwargs: Any) -> dict:
@@ -102,8 +252,8 @@ def build_from_spec(spec: dict) -> nn.Module:
         cls = getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError):
         raise CheckpointError(f"saved model names {target}, which this version of t2i does not have") from None
-    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):  # the list names classes only; a guard all the same
-        raise CheckpointError(f"refusing to build {target!r}: not a model class")
+    if REGISTERED_MODELS.get(target) is not cls:  # the list names classes only; a guard all the same
+        raise CheckpointError(f"refusing to build {target!r}: not a registered model class")
     try:
         return cls(**kwargs)
     except TypeError as exc:

@@ -6,304 +6,27 @@ stage kinds (DESIGN.md §2, STYLE.md 1), e.g. AttnGAN ``[init, attention, attent
 its own image head (conv3x3 -> tanh, the references' ``GET_IMAGE_G``), unless the stage draws its image
 itself (``makes_image``, e.g. a DRAW writer).
 
-Stage kinds live in a registry: a new kind is a :class:`GeneratorStage` subclass decorated with
-``@register_stage("name")`` and built from a :class:`StageSpec` by its ``from_spec`` classmethod.
+Stage kinds live in a registry (:mod:`t2i.models.stages`): a new kind is a :class:`GeneratorStage`
+subclass decorated with ``@register_stage("name")`` in a module of that package, built from a
+:class:`StageSpec` by its ``from_spec`` classmethod.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from collections.abc import Sequence
+from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from t2i.errors import ConfigError
-from t2i.models.attention import WordAttention
 from t2i.models.conditioning import ConditioningAugmentation
-from t2i.models.layers import (ConvBlock, DownBlock, ResBlock, UpBlock, cast_tuple, conv3x3, init_weights,
-                               log2_int, tile)
+from t2i.models.factory import register_model
+from t2i.models.layers import cast_tuple, conv3x3, init_weights
+from t2i.models.stages import STAGE_KINDS, StageContext, StageSpec
 from t2i.structures import GeneratorOutput, TextEmbedding
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class StageSpec:
-    """Everything a stage kind needs to build itself (plain values; see :func:`register_stage`).
-
-    Attributes:
-        index: position of the stage in the list.
-        kind: the registered kind name.
-        in_channels: channels of the previous stage's features (None for an initial stage).
-        in_size: spatial size of the previous stage's output (None for an initial stage).
-        ngf: the generator's base width (``GAN.GF_DIM``).
-        z_dim / c_dim / sent_dim / word_dim: noise, conditioning code, sentence and word feature sizes.
-        res_blocks: residual blocks of this stage (``GAN.R_NUM``).
-        base_size: output size of the initial stage (``TREE.BASE_SIZE``, 64).
-        options: extra keyword arguments for this kind (from ``stage_options[kind]``).
-    """
-
-    index: int
-    kind: str
-    in_channels: int | None
-    in_size: int | None
-    ngf: int
-    z_dim: int
-    c_dim: int
-    sent_dim: int
-    word_dim: int | None
-    res_blocks: int
-    base_size: int
-    options: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class StageContext:
-    """What every stage may read besides the previous features.
-
-    Attributes:
-        z: ``[B, z_dim]`` noise.
-        c_code: ``[B, c_dim]`` conditioning code from the shared conditioning augmentation.
-        text: word features ``[B, T, word_dim]``, sentence ``[B, sent_dim]``, ``pad_mask [B, T]``.
-        images: images of the earlier stages, ``[B, 3, H_s, W_s]``.
-        sample: whether conditioning augmentation samples (False: use ``mu``).
-    """
-
-    z: Tensor
-    c_code: Tensor
-    text: TextEmbedding
-    images: list[Tensor]
-    sample: bool = True
-
-
-@dataclass
-class StageOutput:
-    """What a stage returns.
-
-    Attributes:
-        features: ``[B, out_channels, out_size, out_size]`` features for the next stage and the image head.
-        attn: ``[B, T, h, w]`` word attention of this stage, or None.
-        image: ``[B, 3, H, W]`` when the stage draws its own image (``makes_image``), else None.
-        canvases: ``[B, steps, 3, H, W]`` for DRAW-like stages, else None.
-        mu / logvar: ``[B, c_dim]`` when the stage has its own conditioning augmentation (StackGAN Stage-II).
-    """
-
-    features: Tensor
-    attn: Tensor | None = None
-    image: Tensor | None = None
-    canvases: Tensor | None = None
-    mu: Tensor | None = None
-    logvar: Tensor | None = None
-
-
-class GeneratorStage(nn.Module):
-    """Base class of the stage kinds.
-
-    Class attributes:
-        initial: the stage starts from noise (must be first; only the first may be initial).
-        uses_shared_ca: the stage reads the generator's conditioning code ``ctx.c_code``.
-        makes_image: the stage returns its own image, so no image head is built for it.
-
-    Instance attributes set by subclasses: ``out_channels`` and ``out_size``.
-    """
-
-    initial: ClassVar[bool] = False
-    uses_shared_ca: ClassVar[bool] = True
-    makes_image: ClassVar[bool] = False
-    out_channels: int
-    out_size: int
-
-    @classmethod
-    def from_spec(cls, spec: StageSpec) -> GeneratorStage:
-        raise NotImplementedError
-
-    def forward(self, features: Tensor | None, ctx: StageContext) -> StageOutput:
-        raise NotImplementedError
-
-
-STAGE_KINDS: dict[str, type[GeneratorStage]] = {}
-
-
-def register_stage(kind: str) -> Callable[[type[GeneratorStage]], type[GeneratorStage]]:
-    """Class decorator adding a :class:`GeneratorStage` subclass to the registry under ``kind``."""
-
-    def wrap(cls: type[GeneratorStage]) -> type[GeneratorStage]:
-        if kind in STAGE_KINDS and STAGE_KINDS[kind] is not cls:
-            raise ValueError(f"stage kind {kind!r} is already registered by {STAGE_KINDS[kind].__name__}")
-        STAGE_KINDS[kind] = cls
-        return cls
-
-    return wrap
-
-
-def _num_upsamples(base_size: int) -> int:
-    try:
-        n = log2_int(base_size, "base_size") - 2  # from 4x4
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-    if n < 1:
-        raise ConfigError(f"base_size must be at least 8, got {base_size}")
-    return n
-
-
-@register_stage("init")
-class InitialStage(GeneratorStage):
-    """Noise and conditioning code to the first feature map.
-
-    ``init`` (AttnGAN / StackGAN++ ``INIT_STAGE_G``): ``fc: z+c -> 2 * 16ngf * 4 * 4`` (no bias), BN1d, GLU,
-    then GLU up-blocks halving the width: ``16ngf x 4 x 4 -> ngf x 64 x 64``.
-    ``stackgan_stage1`` (StackGAN v1 ``STAGE1_G`` without its head): ``fc: z+c -> 8ngf * 4 * 4``, BN1d,
-    ReLU, then ReLU up-blocks ``8ngf x 4 x 4 -> ngf/2 x 64 x 64``.
-
-    Args:
-        in_dim: ``z_dim + c_dim``.
-        channels: width at 4x4.
-        num_upsamples: number of x2 up-blocks (4 for 64 px).
-        activation: ``glu`` or ``relu``.
-    """
-
-    initial = True
-
-    def __init__(self, in_dim: int, channels: int, num_upsamples: int, activation: str = "glu"):
-        super().__init__()
-        if channels % 2 ** num_upsamples:
-            raise ConfigError(f"initial stage width {channels} cannot be halved {num_upsamples} times; "
-                              f"use a larger ngf")
-        width = channels * 16 * (2 if activation == "glu" else 1)
-        act = nn.GLU(dim=1) if activation == "glu" else nn.ReLU(inplace=True)
-        self.fc = nn.Sequential(nn.Linear(in_dim, width, bias=False), nn.BatchNorm1d(width), act)
-        self.channels = channels
-        self.upsample = nn.Sequential(*[UpBlock(channels >> i, channels >> (i + 1), activation)
-                                        for i in range(num_upsamples)])
-        self.out_channels = channels >> num_upsamples
-        self.out_size = 4 * 2 ** num_upsamples
-
-    @classmethod
-    def from_spec(cls, spec: StageSpec) -> InitialStage:
-        n = _num_upsamples(spec.base_size)
-        return cls(spec.z_dim + spec.c_dim, spec.ngf * 2 ** n, n, "glu", **spec.options)
-
-    def forward(self, features: Tensor | None, ctx: StageContext) -> StageOutput:
-        x = self.fc(torch.cat([ctx.c_code, ctx.z], dim=1))  # (B, channels * 16), AttnGAN cat((c, z))
-        x = x.view(x.shape[0], self.channels, 4, 4)  # (B, C, 4, 4)
-        return StageOutput(self.upsample(x))
-
-
-@register_stage("stackgan_stage1")
-class StackGANStage1(InitialStage):
-    """StackGAN v1 Stage-I generator body (ReLU, width ``8 ngf`` at 4x4, ``ngf/2`` at 64 px)."""
-
-    @classmethod
-    def from_spec(cls, spec: StageSpec) -> StackGANStage1:
-        n = _num_upsamples(spec.base_size)
-        return cls(spec.z_dim + spec.c_dim, spec.ngf * 2 ** (n - 1), n, "relu", **spec.options)
-
-
-@register_stage("attention")
-class AttentionStage(GeneratorStage):
-    """AttnGAN ``NEXT_STAGE_G``: word attention, residual blocks, x2 up-block.
-
-    ``h_{i} = F_i(h_{i-1}, F^attn(e, h_{i-1}))`` (AttnGAN Eq. (1)): the word-context features (Eq. (2)) are
-    concatenated with ``h``, passed through ``res_blocks`` GLU residual blocks at ``2C`` and a GLU up-block
-    back to ``C``.
-
-    Args:
-        channels: ``C``, the width of the incoming (and outgoing) features (``ngf``).
-        word_dim: size of the word features.
-        res_blocks: number of residual blocks (``GAN.R_NUM``).
-        in_size: incoming spatial size.
-    """
-
-    def __init__(self, channels: int, word_dim: int, res_blocks: int, in_size: int):
-        super().__init__()
-        self.attention = WordAttention(channels, word_dim)
-        self.residual = nn.Sequential(*[ResBlock(2 * channels, "glu") for _ in range(res_blocks)])
-        self.upsample = UpBlock(2 * channels, channels, "glu")
-        self.out_channels = channels
-        self.out_size = 2 * in_size
-
-    @classmethod
-    def from_spec(cls, spec: StageSpec) -> AttentionStage:
-        if spec.word_dim is None:
-            raise ConfigError(f"stage {spec.index} is an attention stage but word_dim was not given; "
-                              f"pass word_dim from the text encoder")
-        return cls(spec.in_channels, spec.word_dim, spec.res_blocks, spec.in_size, **spec.options)
-
-    def forward(self, features: Tensor | None, ctx: StageContext) -> StageOutput:
-        context, attn = self.attention(features, ctx.text.words, ctx.text.pad_mask)  # Eq. (2)-(3)
-        x = torch.cat([features, context], dim=1)  # (B, 2C, H, W)
-        x = self.upsample(self.residual(x))  # (B, C, 2H, 2W)
-        return StageOutput(x, attn=attn)
-
-
-@register_stage("joint")
-class JointStage(GeneratorStage):
-    """StackGAN++ ``NEXT_STAGE_G``: joint conv with the tiled code, residual blocks, x2 up-block.
-
-    ``[h, c]`` -> GLU conv3x3 to ``C`` -> ``res_blocks`` GLU residual blocks -> GLU up-block to ``C/2``.
-    """
-
-    def __init__(self, channels: int, c_dim: int, res_blocks: int, in_size: int):
-        super().__init__()
-        if channels % 2:
-            raise ConfigError(f"joint stage width {channels} is odd and cannot be halved; use a larger ngf")
-        self.joint = ConvBlock(channels + c_dim, channels, "glu")
-        self.residual = nn.Sequential(*[ResBlock(channels, "glu") for _ in range(res_blocks)])
-        self.upsample = UpBlock(channels, channels // 2, "glu")
-        self.out_channels = channels // 2
-        self.out_size = 2 * in_size
-
-    @classmethod
-    def from_spec(cls, spec: StageSpec) -> JointStage:
-        return cls(spec.in_channels, spec.c_dim, spec.res_blocks, spec.in_size, **spec.options)
-
-    def forward(self, features: Tensor | None, ctx: StageContext) -> StageOutput:
-        x = torch.cat([features, tile(ctx.c_code, features.shape[-1])], dim=1)  # (B, C + c_dim, H, W)
-        x = self.upsample(self.residual(self.joint(x)))  # (B, C/2, 2H, 2W)
-        return StageOutput(x)
-
-
-@register_stage("stackgan_stage2")
-class StackGANStage2(GeneratorStage):
-    """StackGAN v1 ``STAGE2_G`` (without Stage-I and the head): refine the previous image x4.
-
-    The (detached) previous image is encoded by conv3x3 + ReLU and two stride-2 ReLU down-blocks to
-    ``4ngf x in/4``, joined with its *own* conditioning code (Stage-II has its own ``CA_NET``, ReLU form)
-    by a conv3x3-BN-ReLU, passed through ``res_blocks`` ReLU residual blocks and four ReLU up-blocks:
-    ``64 -> 16 -> 32 -> 64 -> 128 -> 256``, ``4ngf -> ngf/4``.
-    """
-
-    uses_shared_ca = False
-
-    def __init__(self, ngf: int, c_dim: int, sent_dim: int, res_blocks: int, in_size: int,
-                 ca_activation: str = "relu"):
-        super().__init__()
-        if ngf % 4:
-            raise ConfigError(f"stackgan_stage2 needs ngf divisible by 4, got {ngf}")
-        self.ca = ConditioningAugmentation(sent_dim, c_dim, ca_activation)
-        self.encoder = nn.Sequential(conv3x3(3, ngf), nn.ReLU(inplace=True),
-                                     DownBlock(ngf, 2 * ngf, activation="relu"),
-                                     DownBlock(2 * ngf, 4 * ngf, activation="relu"))
-        self.joint = ConvBlock(c_dim + 4 * ngf, 4 * ngf, "relu")
-        self.residual = nn.Sequential(*[ResBlock(4 * ngf, "relu") for _ in range(res_blocks)])
-        widths = [4 * ngf, 2 * ngf, ngf, ngf // 2, ngf // 4]
-        self.upsample = nn.Sequential(*[UpBlock(a, b, "relu") for a, b in zip(widths[:-1], widths[1:])])
-        self.out_channels = ngf // 4
-        self.out_size = 4 * in_size
-
-    @classmethod
-    def from_spec(cls, spec: StageSpec) -> StackGANStage2:
-        return cls(spec.ngf, spec.c_dim, spec.sent_dim, spec.res_blocks, spec.in_size, **spec.options)
-
-    def forward(self, features: Tensor | None, ctx: StageContext) -> StageOutput:
-        encoded = self.encoder(ctx.images[-1].detach())  # (B, 4ngf, H/4, W/4); Stage-I is not trained here
-        c_code, mu, logvar = self.ca(ctx.text.sentence, ctx.sample)
-        x = torch.cat([encoded, tile(c_code, encoded.shape[-1])], dim=1)  # (B, 4ngf + c_dim, H/4, W/4)
-        x = self.upsample(self.residual(self.joint(x)))  # (B, ngf/4, 4H, 4W)
-        return StageOutput(x, mu=mu, logvar=logvar)
 
 
 class ImageHead(nn.Sequential):
@@ -313,6 +36,7 @@ class ImageHead(nn.Sequential):
         super().__init__(conv3x3(channels, 3), nn.Tanh())
 
 
+@register_model
 class MultiStageGenerator(nn.Module):
     """Conditioning augmentation + a list of stages, each with an image head.
 
@@ -459,6 +183,3 @@ class MultiStageGenerator(nn.Module):
                 canvases = out.canvases
             features = out.features
         return GeneratorOutput(images=ctx.images, attn_maps=attn_maps, mu=mu, logvar=logvar, canvases=canvases)
-
-
-from t2i.models import draw_stage  # noqa: E402,F401  registers the "draw" stage kind

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from t2i.errors import CheckpointError, WeightsError
-from t2i.training.checkpoint import fill_batchnorm_counters, load_state_dict_strict
+from t2i.io import fill_batchnorm_counters, load_state_dict_strict
+from t2i.models.factory import register_model
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ _TO_GLOBAL = ("Mixed_7a", "Mixed_7b", "Mixed_7c")
 TRUNK_MODULES = _STEM + _STEM2 + _TO_REGIONS + _TO_GLOBAL
 
 
+@register_model
 class InceptionImageEncoder(nn.Module):
     """AttnGAN's DAMSM image encoder (``CNN_ENCODER`` in taoxugit/AttnGAN ``code/model.py``).
 
@@ -56,9 +58,6 @@ class InceptionImageEncoder(nn.Module):
         super().__init__()
         from torchvision.models.inception import Inception3
 
-        self.init_kwargs = dict(embed_dim=int(embed_dim), pretrained=None if pretrained is None else str(pretrained),
-                                freeze_trunk=freeze_trunk, trunk_bn_train=bool(trunk_bn_train),
-                                align_corners=bool(align_corners))
         self.embed_dim = embed_dim
         self.align_corners = align_corners
         self.trunk_bn_train = trunk_bn_train
@@ -76,6 +75,10 @@ class InceptionImageEncoder(nn.Module):
             for name in TRUNK_MODULES:
                 getattr(self, name).requires_grad_(False)
         self.train()
+
+    def export_kwargs(self) -> dict:
+        """Constructor arguments to save: the trunk's weights travel in the state dict, so no ImageNet file."""
+        return {**self.init_kwargs, "pretrained": None, "freeze_trunk": self.frozen_trunk}
 
     @staticmethod
     def _load_imagenet(inception: nn.Module, path: Path) -> None:
@@ -186,6 +189,7 @@ def _conv_block(c_in: int, c_out: int, kernel: int, stride: int) -> nn.Sequentia
                          nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2, inplace=True))
 
 
+@register_model
 class LightImageEncoder(nn.Module):
     """A small convolutional DAMSM image encoder for CPU training on small images.
 
@@ -211,7 +215,6 @@ class LightImageEncoder(nn.Module):
         super().__init__()
         if image_size % 16:
             raise ValueError(f"LightImageEncoder image_size must be a multiple of 16, got {image_size}")
-        self.init_kwargs = dict(embed_dim=int(embed_dim), width=int(width), image_size=int(image_size))
         self.embed_dim = embed_dim
         self.image_size = image_size
         w = width
@@ -247,6 +250,3 @@ class LightImageEncoder(nn.Module):
         g = self.to_global(x).mean(dim=(2, 3))  # (B, 8w)
         return regions, self.emb_cnn_code(g)
 
-
-IMAGE_ENCODERS: dict[str, type[nn.Module]] = {"InceptionImageEncoder": InceptionImageEncoder,
-                                               "LightImageEncoder": LightImageEncoder}

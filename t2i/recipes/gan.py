@@ -18,10 +18,10 @@ from t2i.config import build, to_container
 from t2i.data.dataset import make_loader
 from t2i.errors import CheckpointError, ConfigError
 from t2i.losses.gan import GANLoss
-from t2i.models.factory import build_from_spec, spec_from_node
+from t2i.models.damsm import IMAGE_NAME, TEXT_NAME, find_encoder, load_image_encoder, load_text_encoder
+from t2i.models.factory import build_from_spec, module_spec, spec_from_node
 from t2i.recipes.data import build_datasets
 from t2i.runtime import Precision, ProbeShape, init_distributed, resolve_device, seed_everything
-from t2i.training.damsm import load_image_encoder, load_text_encoder
 from t2i.training.gan import GANTrainer, GANTrainerSettings, Phase
 from t2i.visualize import attention_figure, canvas_strip, grid_image, save_image
 
@@ -37,12 +37,11 @@ def damsm_paths(cfg) -> tuple[Path, Path]:
     """The pretrained DAMSM's text and image encoder files, with a clear error when missing."""
     ckpt = _opt(cfg.encoder, "checkpoint", f"runs/{cfg.data.name}/damsm")
     folder = Path(str(ckpt))
-    text_path, image_path = folder / "text_encoder.pt", folder / "image_encoder.pt"
-    if not text_path.is_file():
+    if not folder.is_dir():
         raise CheckpointError(
-            f"no pretrained DAMSM at {folder} (text_encoder.pt missing); train it first with "
+            f"no pretrained DAMSM at {folder}; train it first with "
             f"'python tools/train.py model=damsm data={cfg.data.name}' or pass encoder.checkpoint=DIR")
-    return text_path, image_path
+    return find_encoder(folder, TEXT_NAME), find_encoder(folder, IMAGE_NAME)
 
 
 def stage_levels(resolutions: list[int]) -> list[int]:
@@ -77,10 +76,9 @@ def build_models(cfg, text_encoder: torch.nn.Module) -> tuple[torch.nn.Module, t
         "name": str(model.name),
         "z_dim": int(gen_spec["kwargs"]["z_dim"]),
         "words_num": int(cfg.data.words_num),
-        "generator": gen_spec,
-        "discriminators": d_specs,
-        "text_encoder": {"target": f"{type(text_encoder).__module__}.{type(text_encoder).__qualname__}",
-                         "kwargs": dict(text_encoder.init_kwargs)},
+        "generator": module_spec(generator),
+        "discriminators": [module_spec(d) for d in discriminators],
+        "text_encoder": module_spec(text_encoder),
     }
     return generator, discriminators, spec
 

@@ -6,9 +6,8 @@ at 0.25 on the text encoder, loss ``w_loss0 + w_loss1 + s_loss0 + s_loss1``. Unl
 builds a new Adam at each epoch (dropping its moments), one optimizer lives through the run and only its
 learning rate changes; that is what makes exact resumption possible.
 
-At the end, ``text_encoder.pt`` (kind ``damsm_text``) and ``image_encoder.pt`` (kind ``damsm_image``) are
-written into ``run_dir``; each holds its class name, constructor kwargs, state dict (and the vocabulary),
-so :func:`load_text_encoder` / :func:`load_image_encoder` rebuild them with no config.
+At the end, the text and image encoders are written into ``run_dir`` by :mod:`t2i.models.damsm`
+(``text_encoder.safetensors/.json``, ``image_encoder.safetensors/.json``), which also loads them.
 """
 
 from __future__ import annotations
@@ -25,20 +24,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from t2i.errors import CheckpointError, TrainingError
+from t2i.errors import TrainingError
 from t2i.losses.damsm import DAMSMLoss, DAMSMLossOutput, same_class_mask, word_region_scores
 from t2i.metrics.r_precision import fold_means
-from t2i.models.factory import check_plain
-from t2i.models.image_encoders import IMAGE_ENCODERS, InceptionImageEncoder
-from t2i.models.text_encoders import TEXT_ENCODERS
+from t2i.models.damsm import save_image_encoder, save_text_encoder, vocab_dict
 from t2i.runtime import Precision, resolve_device, rng_state, set_rng_state
 from t2i.structures import Batch
-from t2i.training.checkpoint import load_checkpoint, load_state_dict_strict, save_checkpoint
+from t2i.io import load_checkpoint, load_state_dict_strict, save_checkpoint
 
 log = logging.getLogger(__name__)
 
-TEXT_KIND = "damsm_text"
-IMAGE_KIND = "damsm_image"
 TRAIN_KIND = "damsm_train"
 
 
@@ -51,93 +46,6 @@ def damsm_lr(base_lr: float, epoch: int) -> float:
         else:
             break
     return lr
-
-
-def _vocab_dict(vocab: Any) -> dict | None:
-    if vocab is None:
-        return None
-    if isinstance(vocab, dict):
-        return vocab
-    return vocab.to_dict() if hasattr(vocab, "to_dict") else None
-
-
-# ----------------------------------------------------------------------------------------- exports
-def save_text_encoder(path: str | os.PathLike, text_encoder: nn.Module, vocab: Any = None,
-                      config: dict | None = None) -> Path:
-    """Write a self-describing ``damsm_text`` checkpoint (class, kwargs, state dict, vocabulary)."""
-    return save_checkpoint(path, TEXT_KIND, {
-        "class": type(text_encoder).__name__, "kwargs": dict(text_encoder.init_kwargs),
-        "state_dict": text_encoder.state_dict(), "vocab": _vocab_dict(vocab), "config": config or {}})
-
-
-def save_image_encoder(path: str | os.PathLike, image_encoder: nn.Module, config: dict | None = None) -> Path:
-    """Write a self-describing ``damsm_image`` checkpoint (the Inception trunk's weights are in the state dict,
-    so the ImageNet file is not needed to rebuild it)."""
-    kwargs = dict(image_encoder.init_kwargs)
-    if isinstance(image_encoder, InceptionImageEncoder):
-        kwargs.update(pretrained=None, freeze_trunk=image_encoder.frozen_trunk)
-    return save_checkpoint(path, IMAGE_KIND, {
-        "class": type(image_encoder).__name__, "kwargs": kwargs,
-        "state_dict": image_encoder.state_dict(), "config": config or {}})
-
-
-def _rebuild(data: dict, registry: dict[str, type[nn.Module]], path: Path, what: str) -> nn.Module:
-    cls = registry.get(data.get("class"))
-    if cls is None or not isinstance(data.get("kwargs"), dict) or not isinstance(data.get("state_dict"), dict):
-        raise CheckpointError(f"{path} is not a DAMSM {what} export (class {data.get('class')!r}); "
-                              f"use the {what}.pt written by DAMSM training")
-    check_plain(data["kwargs"], f"{what} kwargs")
-    return cls(**data["kwargs"])
-
-
-def load_text_encoder(path: str | os.PathLike, vocab: Any = None, freeze: bool = True,
-                      map_location: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild a DAMSM text encoder from its export, checking it against ``vocab``.
-
-    Args:
-        path: a ``text_encoder.pt`` written by :func:`save_text_encoder`.
-        vocab: the data vocabulary (``Vocabulary`` or its dict) the caller will tokenise with; None: no check.
-        freeze: return it with ``requires_grad_(False).eval()`` (as GAN training uses it).
-
-    Raises:
-        CheckpointError: not a DAMSM text encoder, or its vocabulary or sizes do not match.
-    """
-    path = Path(path)
-    data = load_checkpoint(path, TEXT_KIND, map_location)
-    kwargs = data.get("kwargs") or {}
-    if vocab is not None and "vocab_size" in kwargs:
-        if len(vocab) != kwargs["vocab_size"]:
-            raise CheckpointError(f"text encoder {path} was trained with a vocabulary of {kwargs['vocab_size']} tokens "
-                                  f"but the data has {len(vocab)}; train DAMSM on this data or use its vocabulary")
-        ours, theirs = _vocab_dict(vocab), data.get("vocab")
-        if ours and theirs and ours.get("itos") != theirs.get("itos"):
-            raise CheckpointError(f"text encoder {path} has a vocabulary of the same size but other words; "
-                                  "use the vocabulary it was trained with")
-    encoder = _rebuild(data, TEXT_ENCODERS, path, "text_encoder")
-    load_state_dict_strict(encoder, data["state_dict"], "text encoder", path)
-    return encoder.requires_grad_(False).eval() if freeze else encoder
-
-
-def load_image_encoder(path: str | os.PathLike, embed_dim: int | None = None, freeze: bool = True,
-                       map_location: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild a DAMSM image encoder from its export.
-
-    Args:
-        path: an ``image_encoder.pt`` written by :func:`save_image_encoder`.
-        embed_dim: expected embedding size (that of the text encoder); None: no check.
-
-    Raises:
-        CheckpointError: not a DAMSM image encoder, or its embedding size differs.
-    """
-    path = Path(path)
-    data = load_checkpoint(path, IMAGE_KIND, map_location)
-    stored = (data.get("kwargs") or {}).get("embed_dim")
-    if embed_dim is not None and stored is not None and stored != embed_dim:
-        raise CheckpointError(f"image encoder {path} has embedding size {stored} but {embed_dim} is needed; "
-                              "use the image encoder trained with this text encoder")
-    encoder = _rebuild(data, IMAGE_ENCODERS, path, "image_encoder")
-    load_state_dict_strict(encoder, data["state_dict"], "image encoder", path)
-    return encoder.requires_grad_(False).eval() if freeze else encoder
 
 
 # ----------------------------------------------------------------------------------------- R-precision
@@ -250,7 +158,7 @@ class DAMSMTrainer:
         text_encoder: an encoder with ``encode(batch) -> TextEmbedding`` (BiLSTM or BERT).
         image_encoder: ``images -> (regions [B, D, h, w], global [B, D])``.
         train_loader / test_loader: loaders of :class:`t2i.structures.Batch` (the last image stage is used).
-        run_dir: output directory (checkpoint.pt, tb/, text_encoder.pt, image_encoder.pt).
+        run_dir: output directory (checkpoint.pt, tb/, the encoders' .safetensors + .json).
         lr: initial learning rate (AttnGAN ENCODER_LR 0.002), decayed per epoch by :func:`damsm_lr`.
         epochs: epochs to train (AttnGAN: 600); ``max_steps`` caps the total steps when given.
         grad_clip: max gradient norm of the text encoder (AttnGAN RNN_GRAD_CLIP 0.25).
@@ -482,7 +390,7 @@ class DAMSMTrainer:
         return save_checkpoint(self.checkpoint_path, TRAIN_KIND, {
             "text_encoder": self.text_encoder.state_dict(), "image_encoder": self.image_encoder.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(), "step": self.step,
-            "rng": rng_state(), "config": self.config, "vocab": _vocab_dict(self.vocab)})
+            "rng": rng_state(), "config": self.config, "vocab": vocab_dict(self.vocab)})
 
     def load_training_checkpoint(self, path: str | os.PathLike) -> None:
         data = load_checkpoint(path, TRAIN_KIND, self.device)
@@ -495,9 +403,9 @@ class DAMSMTrainer:
         log.info("resumed DAMSM training from %s at step %d", path, self.step)
 
     def export(self) -> tuple[Path, Path]:
-        """Write ``text_encoder.pt`` and ``image_encoder.pt`` into ``run_dir``."""
-        text = save_text_encoder(self.run_dir / "text_encoder.pt", self.text_encoder, self.vocab, self.config)
-        image = save_image_encoder(self.run_dir / "image_encoder.pt", self.image_encoder, self.config)
+        """Write the text and image encoders into ``run_dir`` (:mod:`t2i.models.damsm`)."""
+        text = save_text_encoder(self.run_dir, self.text_encoder, self.vocab, self.config)
+        image = save_image_encoder(self.run_dir, self.image_encoder, self.config)
         log.info("DAMSM encoders written to %s and %s", text, image)
         return text, image
 

@@ -20,10 +20,11 @@ from torch import Tensor, nn
 from torchvision.utils import make_grid
 
 from t2i.errors import TrainingError
+from t2i.export import write_export
+from t2i.io import load_checkpoint, load_state_dict_strict, save_checkpoint
 from t2i.losses.draw import ElboTerms, draw_elbo
 from t2i.runtime import rng_state, set_rng_state
 from t2i.structures import Batch
-from t2i.training.checkpoint import atomic_write, load_checkpoint, load_state_dict_strict, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -225,22 +226,11 @@ class DrawTrainer:
 
     def export(self, out_dir: str | Path | None = None, words_num: int = 18) -> Path:
         """Write a caption-conditioned model (alignDRAW) for ``tools/generate.py``: weights, vocabulary, spec."""
-        import json
-
-        from safetensors.torch import save_file
-
         if self.vocab is None:
             raise ValueError("only caption-conditioned DRAW models (alignDRAW) are exported for generation")
-        out = Path(out_dir) if out_dir else self.run_dir / "export"
-        out.mkdir(parents=True, exist_ok=True)
-        state = {k: v.contiguous() for k, v in self.model.state_dict().items()}
-        atomic_write(out / "generator.safetensors", lambda tmp: save_file(state, tmp))
-        meta = {"format": "t2i-export", "version": 1, "kind": "aligndraw", "step": self.step,
-                "model_spec": {"name": "aligndraw", "generator": self.model_spec, "words_num": words_num},
-                "config": self.config}
-        for name, data in (("model.json", meta), ("vocab.json", self.vocab)):
-            atomic_write(out / name, lambda tmp, data=data: Path(tmp).write_text(json.dumps(data, indent=1)))
-        return out
+        return write_export(Path(out_dir) if out_dir else self.run_dir / "export", "aligndraw",
+                            {"generator": self.model}, self.vocab, {"name": "aligndraw", "words_num": words_num},
+                            self.step, self.config)
 
     def load(self, path: str | Path) -> None:
         """Resume from a ``draw`` checkpoint (strict weight loading)."""

@@ -6,24 +6,22 @@ training step, mixed precision, EMA of the generator, checkpoints, resume, loggi
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
 from t2i.errors import CheckpointError, TrainingError
+from t2i.export import write_export
+from t2i.io import load_checkpoint, load_state_dict_strict, save_checkpoint
 from t2i.runtime import DistInfo, Precision, rng_state, set_rng_state
 from t2i.structures import Batch, TextEmbedding
 from t2i.training.distributed import average_gradients, broadcast_parameters, rank_slice
-from t2i.training.checkpoint import atomic_write, load_checkpoint, load_state_dict_strict, save_checkpoint
 from t2i.training.ema import EMA
 from t2i.training.logging import RunLogger
 
@@ -319,16 +317,9 @@ class GANTrainer:
 
     def export(self, out_dir: str | Path | None = None) -> Path:
         """Write the averaged generator, text encoder, vocabulary and specs: enough for generation."""
-        out = Path(out_dir) if out_dir else self.run_dir / "export"
-        out.mkdir(parents=True, exist_ok=True)
-        gen_state = {k: v.contiguous() for k, v in self.ema.shadow.state_dict().items()}
-        txt_state = {k: v.contiguous() for k, v in self.text_encoder.state_dict().items()}
-        atomic_write(out / "generator.safetensors", lambda tmp: save_file(gen_state, tmp))
-        atomic_write(out / "text_encoder.safetensors", lambda tmp: save_file(txt_state, tmp))
-        meta = {"format": "t2i-export", "version": 1, "kind": "gan", "step": self.step,
-                "model_spec": self.model_spec, "config": self.config}
-        _write_json(out / "model.json", meta)
-        _write_json(out / "vocab.json", self.vocab)
+        out = write_export(Path(out_dir) if out_dir else self.run_dir / "export", "gan",
+                           {"generator": self.ema.shadow, "text_encoder": self.text_encoder}, self.vocab,
+                           self.model_spec, self.step, self.config)
         log.info("exported the averaged generator to %s", out)
         return out
 
@@ -336,19 +327,3 @@ class GANTrainer:
 def _unwrap(module: nn.Module) -> nn.Module:
     return module.module if hasattr(module, "module") and isinstance(module, nn.parallel.DistributedDataParallel) else module
 
-
-def _write_json(path: Path, data: Any) -> None:
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=1, default=_json_default)
-    atomic_write(path, write)
-
-
-def _json_default(obj):
-    if isinstance(obj, (set, tuple)):
-        return list(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

@@ -4,8 +4,8 @@ from torch import nn
 
 from t2i.errors import ConfigError
 from t2i.models.conditioning import ConditioningAugmentation
-from t2i.models.generator import (STAGE_KINDS, GeneratorStage, MultiStageGenerator, StageOutput,
-                                  register_stage)
+from t2i.models.generator import MultiStageGenerator
+from t2i.models.stages import STAGE_KINDS, GeneratorStage, StageOutput, register_stage
 from t2i.structures import TextEmbedding
 
 B, T, WORD, SENT = 2, 5, 12, 10

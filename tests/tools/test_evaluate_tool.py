@@ -15,7 +15,7 @@ from t2i.data.cub import CUBSource
 from t2i.data.synthbirds import render_dataset
 from t2i.models.factory import build_from_spec, make_spec
 from t2i.models.image_encoders import LightImageEncoder
-from t2i.training.damsm import save_image_encoder, save_text_encoder
+from t2i.models.damsm import save_image_encoder, save_text_encoder
 
 REPO = Path(__file__).resolve().parents[2]
 RENDER = dict(num_species=8, images_per_species=3, image_size=64)
@@ -50,8 +50,8 @@ def test_evaluate_tool_on_tiny_synthbirds(tmp_path):
     torch.manual_seed(1)
     damsm_text = build_from_spec(make_spec("t2i.models.text_encoders.RNNTextEncoder", vocab_size=len(vocab),
                                            word_dim=8, hidden_dim=4, dropout=0.0))
-    save_text_encoder(runs / "synthbirds" / "damsm" / "text_encoder.pt", damsm_text, vocab)
-    save_image_encoder(runs / "synthbirds" / "damsm" / "image_encoder.pt", LightImageEncoder(8, width=4, image_size=16))
+    save_text_encoder(runs / "synthbirds" / "damsm", damsm_text, vocab)
+    save_image_encoder(runs / "synthbirds" / "damsm", LightImageEncoder(8, width=4, image_size=16))
     export = _tiny_export(tmp_path / "run" / "export", vocab)
     data = [f"data.root={root}"] + [f"data.render.{k}={v}" for k, v in RENDER.items()]
     common = data + [f"runs_dir={runs}", "progress=false", "batch_size=6"]

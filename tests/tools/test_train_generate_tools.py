@@ -37,7 +37,8 @@ def workdir(tmp_path_factory):
 
 def test_damsm_wrote_self_describing_encoders(workdir):
     work, _ = workdir
-    assert (work / "damsm" / "text_encoder.pt").is_file() and (work / "damsm" / "image_encoder.pt").is_file()
+    assert {"text_encoder.safetensors", "text_encoder.json", "image_encoder.safetensors", "image_encoder.json"} <= {
+        p.name for p in (work / "damsm").iterdir()}
     assert (work / "birds" / "synthbirds.json").is_file()
 
 

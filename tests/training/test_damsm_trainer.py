@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from t2i.errors import CheckpointError, TrainingError
+from t2i.errors import TrainingError
+from t2i.io import load_checkpoint
+from t2i.models.damsm import load_image_encoder, load_text_encoder
+from t2i.models.factory import read_module_record
 from t2i.models.image_encoders import LightImageEncoder
 from t2i.models.text_encoders import RNNTextEncoder
 from t2i.structures import Batch
-from t2i.training.checkpoint import load_checkpoint
-from t2i.training.damsm import (DAMSMTrainer, damsm_lr, load_image_encoder, load_text_encoder,
-                                save_text_encoder)
+from t2i.training.damsm import DAMSMTrainer, damsm_lr
 
 VOCAB = 12
 COLOURS = torch.tensor([[1, -1, -1], [-1, 1, -1], [-1, -1, 1], [1, 1, -1]], dtype=torch.float32)
@@ -76,37 +77,17 @@ def test_learns_toy_matching_and_exports(tmp_path):
     assert 0.0 <= metrics["test/r_precision"] <= 1.0 and "test/loss_word" in metrics
     assert (tmp_path / "tb").is_dir() and (tmp_path / "checkpoint.pt").is_file()
     # exports rebuild themselves, frozen, with identical outputs
-    text = load_text_encoder(tmp_path / "text_encoder.pt", vocab=ToyVocab())
-    image = load_image_encoder(tmp_path / "image_encoder.pt", embed_dim=16)
+    text = load_text_encoder(tmp_path, vocab=ToyVocab())
+    image = load_image_encoder(tmp_path, embed_dim=16)
     assert not any(p.requires_grad for p in text.parameters()) and not text.training
     trainer.text_encoder.eval()
     trainer.image_encoder.eval()
     with torch.no_grad():
         assert torch.allclose(text.encode(test[0]).sentence, trainer.text_encoder.encode(test[0]).sentence)
         assert torch.allclose(image(test[0].images[-1])[1], trainer.image_encoder(test[0].images[-1])[1])
-    data = load_checkpoint(tmp_path / "text_encoder.pt", "damsm_text")
-    assert data["kwargs"]["vocab_size"] == VOCAB and data["vocab"]["itos"] == ToyVocab().itos
-
-
-def test_export_checks(tmp_path):
-    text, image = _models()
-    save_text_encoder(tmp_path / "t.pt", text, ToyVocab())
-    with pytest.raises(CheckpointError, match="vocabulary of 12 tokens but the data has 13") as err:
-        load_text_encoder(tmp_path / "t.pt", vocab=ToyVocab(13))
-    assert "\n" not in str(err.value)
-    other = ToyVocab()
-    other.itos[3] = "zzz"
-    with pytest.raises(CheckpointError, match="other words"):
-        load_text_encoder(tmp_path / "t.pt", vocab=other)
-    from t2i.training.damsm import save_image_encoder
-    save_image_encoder(tmp_path / "i.pt", image)
-    with pytest.raises(CheckpointError, match="embedding size 16 but 32"):
-        load_image_encoder(tmp_path / "i.pt", embed_dim=32)
-    with pytest.raises(CheckpointError, match="damsm_text"):
-        load_text_encoder(tmp_path / "i.pt")  # an image encoder is not a text encoder
-    torch.save({"encoder.weight": torch.zeros(3, 3)}, tmp_path / "raw.pth")
-    with pytest.raises(CheckpointError, match="not a t2i checkpoint"):
-        load_text_encoder(tmp_path / "raw.pth")
+    data = read_module_record(tmp_path / "text_encoder.safetensors")
+    assert data["kind"] == "damsm_text" and data["spec"]["kwargs"]["vocab_size"] == VOCAB
+    assert data["vocab"]["itos"] == ToyVocab().itos
 
 
 def test_resume_is_exact(tmp_path):
@@ -182,8 +163,9 @@ def test_recipe_end_to_end_on_tiny_synthbirds(tmp_path):
     assert 0.0 < metrics["test/r_precision_ceiling"] <= 1.0 and metrics["test/r_precision_ceiling_std"] >= 0.0
     assert 0.0 <= metrics["test/r_precision_word"] <= 1.0
     run = tmp_path / "run"
-    assert {"text_encoder.pt", "image_encoder.pt", "checkpoint.pt", "vocab.json"} <= {p.name for p in run.iterdir()}
-    assert load_text_encoder(run / "text_encoder.pt").out_dim == 16
+    assert {"text_encoder.safetensors", "text_encoder.json", "image_encoder.safetensors", "image_encoder.json",
+            "checkpoint.pt", "vocab.json"} <= {p.name for p in run.iterdir()}
+    assert load_text_encoder(run).out_dim == 16
 
 
 class _TrunkEncoder(torch.nn.Module):
@@ -250,7 +232,7 @@ def test_recipe_inception_trunk_from_the_packaged_fid_network(tmp_path):
         "train.precision=fp32", "device=cpu", "model.eval_every=null"])
     metrics = train(cfg)
     assert 0.0 <= metrics["test/r_precision"] <= 1.0
-    image = load_image_encoder(tmp_path / "run" / "image_encoder.pt")
+    image = load_image_encoder(tmp_path / "run")
     fid = load_fid_inception().state_dict()
     assert torch.equal(image.Mixed_7c.branch3x3dbl_3a.conv.weight, fid["Mixed_7c.branch3x3dbl_3a.conv.weight"])
     assert image.frozen_trunk and image.emb_cnn_code.weight.shape == (16, 2048)

@@ -13,7 +13,7 @@ from t2i.losses.draw import draw_elbo
 from t2i.models.aligndraw import AlignDRAW
 from t2i.models.draw import DRAW
 from t2i.structures import Batch
-from t2i.training.checkpoint import load_checkpoint
+from t2i.io import load_checkpoint
 from t2i.training.draw import DrawTrainer, batch_inputs, save_canvas_gif, save_canvas_strip
 
 SPEC = {"target": "t2i.models.draw.DRAW",

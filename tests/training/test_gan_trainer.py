@@ -14,7 +14,7 @@ from t2i.models.factory import build_from_spec, make_spec
 from t2i.models.image_encoders import LightImageEncoder
 from t2i.pipeline import Text2ImagePipeline
 from t2i.runtime import Precision
-from t2i.training.checkpoint import load_checkpoint
+from t2i.io import load_checkpoint
 from t2i.training.gan import GANTrainer, GANTrainerSettings, Phase
 from tiny_gan import WORDS, tiny_batches
 

@@ -12,9 +12,10 @@ import torch.nn.functional as F
 
 from t2i.errors import ConfigError
 from t2i.models.draw import filterbank
-from t2i.models.draw_stage import CANVAS_LIMIT, DrawStage, PriorAttentionWriter
+from t2i.models.stages.draw import CANVAS_LIMIT, DrawStage, PriorAttentionWriter
 from t2i.models.factory import build_from_spec, make_spec
-from t2i.models.generator import STAGE_KINDS, MultiStageGenerator, StageContext, StageSpec
+from t2i.models.generator import MultiStageGenerator
+from t2i.models.stages import STAGE_KINDS, StageContext, StageSpec
 from t2i.structures import TextEmbedding
 
 B, T, WORD, SENT = 2, 5, 12, 10
@@ -42,11 +43,13 @@ def context(prev, lengths=(5, 3), seed=0):
                         text=text(lengths, seed), images=[prev])
 
 
-def test_draw_is_registered_by_importing_the_generator_in_either_order():
+def test_every_shipped_kind_is_registered_by_importing_the_generator_or_one_stage_module():
     assert STAGE_KINDS["draw"] is DrawStage
-    for first in ("t2i.models.generator", "t2i.models.draw_stage"):
-        code = (f"import {first}; from t2i.models.generator import STAGE_KINDS; "
-                f"from t2i.models.draw_stage import DrawStage; assert STAGE_KINDS['draw'] is DrawStage")
+    for first in ("t2i.models.generator", "t2i.models.stages.draw", "t2i.models.stages.base"):
+        code = (f"import {first}; from t2i.models.stages import STAGE_KINDS; "
+                f"from t2i.models.stages.draw import DrawStage; assert STAGE_KINDS['draw'] is DrawStage; "
+                f"assert sorted(STAGE_KINDS) == ['attention', 'draw', 'init', 'joint', 'stackgan_stage1', "
+                f"'stackgan_stage2'], sorted(STAGE_KINDS)")
         subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from t2i.errors import ConfigError
 from t2i.models.attention import word_attention
 from t2i.models.draw import AttentionWriter, attention_window, filterbank_write
-from t2i.models.generator import GeneratorStage, StageContext, StageOutput, StageSpec, register_stage
+from t2i.models.stages.base import GeneratorStage, StageContext, StageOutput, StageSpec, register_stage
 
 CANVAS_LIMIT = 1.0 - 1e-3  # |tanh(C_0)| <= CANVAS_LIMIT, so atanh stays finite with a bounded gradient
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from t2i.errors import CheckpointError
-from t2i.training.checkpoint import (atomic_write, fill_batchnorm_counters, load_checkpoint, load_state_dict_strict,
+from t2i.io import (atomic_write, fill_batchnorm_counters, load_checkpoint, load_state_dict_strict,
                                      save_checkpoint)
 
 

@@ -1,4 +1,7 @@
-"""Self-describing checkpoints, written atomically and read without unpickling code.
+"""Base file I/O for every layer: atomic writes, safe checkpoint loading, strict state-dict loading.
+
+This module sits at the bottom layer (it imports only torch and ``t2i.errors``), so data, models,
+metrics, the pipeline and the trainers all write and read files the same way.
 
 A checkpoint is a dict saved with ``torch.save``::
 
@@ -12,6 +15,7 @@ with ``os.replace``, so a crash or a full disk leaves the previous checkpoint in
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -46,6 +50,24 @@ def atomic_write(path: str | os.PathLike, write_fn) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Atomically write ``text`` (UTF-8) to ``path``."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, data: Any, indent: int | None = 1) -> Path:
+    """Atomically write ``data`` as JSON (sets and tuples as lists, paths as strings)."""
+    return atomic_write_text(path, json.dumps(data, indent=indent, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (set, frozenset, tuple)):
+        return sorted(obj) if isinstance(obj, (set, frozenset)) else list(obj)
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 def _umask() -> int:
@@ -93,23 +115,35 @@ def load_checkpoint(path: str | os.PathLike, kinds: str | Iterable[str] | None =
     return data
 
 
-def load_state_dict_strict(module: torch.nn.Module, state: dict, what: str, path: str | os.PathLike = "") -> None:
-    """``load_state_dict(strict=True)`` that turns key/shape mismatches into one clear line."""
+def state_dict_mismatch(module: torch.nn.Module, state: dict) -> str:
+    """Why ``state`` does not load strictly into ``module`` ("" when it does): keys and shapes, one line."""
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    shapes = [k for k in own.keys() & state.keys() if tuple(own[k].shape) != tuple(state[k].shape)]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} keys (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
-        if shapes:
-            k = shapes[0]
-            parts.append(f"shape of {k} is {tuple(state[k].shape)} there but {tuple(own[k].shape)} here")
+    shapes = [k for k in sorted(own.keys() & state.keys()) if tuple(own[k].shape) != tuple(state[k].shape)]
+    parts = []
+    if missing:
+        parts.append(f"missing {len(missing)} keys (e.g. {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
+    if shapes:
+        k = shapes[0]
+        parts.append(f"shape of {k} is {tuple(state[k].shape)} there but {tuple(own[k].shape)} here")
+    return "; ".join(parts)
+
+
+def load_state_dict_strict(module: torch.nn.Module, state: dict, what: str, path: str | os.PathLike = "", *,
+                           error: type[Exception] = CheckpointError,
+                           advice: str = "check the model config and the checkpoint") -> None:
+    """``load_state_dict(strict=True)`` that turns key/shape mismatches into one clear line.
+
+    Raises:
+        ``error`` (CheckpointError by default): "<what> from <path> does not fit this model: <why>; <advice>".
+    """
+    why = state_dict_mismatch(module, state)
+    if why:
         where = f" from {path}" if path else ""
-        raise CheckpointError(f"{what}{where} does not fit this model: {'; '.join(parts)}; check the model config and the checkpoint")
+        raise error(f"{what}{where} does not fit this model: {why}; {advice}")
     module.load_state_dict(state, strict=True)
 
 

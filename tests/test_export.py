@@ -1,0 +1,111 @@
+"""t2i.export: the one export writer and reader; exports written before save_module still load; discovery."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from t2i.data.text import Vocabulary
+from t2i.errors import CheckpointError
+from t2i.export import read_export, resolve_export, write_export
+from t2i.models.aligndraw import AlignDRAW
+from t2i.models.factory import build_from_spec, make_spec
+from t2i.models.generator import MultiStageGenerator
+from t2i.models.text_encoders import RNNTextEncoder
+from t2i.pipeline import Text2ImagePipeline
+
+VOCAB = Vocabulary(["bird", "green", "crown", "red", "wing"])
+
+
+def _models():
+    torch.manual_seed(0)
+    text = RNNTextEncoder(len(VOCAB), word_dim=8, hidden_dim=4, dropout=0.0)
+    gen = MultiStageGenerator(["init", "attention"], ngf=4, z_dim=6, c_dim=5, sent_dim=8, word_dim=8, res_blocks=1,
+                              base_size=8)
+    return gen, text
+
+
+def _equal(a, b):
+    return all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+
+
+def test_write_and_read_a_gan_export(tmp_path):
+    gen, text = _models()
+    out = write_export(tmp_path / "export", "gan", {"generator": gen, "text_encoder": text}, VOCAB.to_dict(),
+                       {"name": "tiny", "z_dim": 6, "words_num": 18}, step=7, config={"seed": 1})
+    names = {p.name for p in out.iterdir()}
+    assert {"model.json", "vocab.json", "generator.safetensors", "generator.json", "text_encoder.safetensors",
+            "text_encoder.json"} <= names and not any(n.endswith(".tmp") for n in names)
+    export = read_export(out)
+    assert export.kind == "gan" and export.step == 7 and export.z_dim == 6 and export.config == {"seed": 1}
+    assert _equal(export.generator, gen) and _equal(export.text_encoder, text) and export.vocab.itos == VOCAB.itos
+    pipe = Text2ImagePipeline.from_export(out)
+    assert pipe(["green crown bird"], num_images=2, seed=0).images.shape == (2, 3, 16, 16)
+
+
+def _previous_gan_export(folder, gen_spec, text_spec):
+    """An export as GANTrainer.export wrote it before save_module: specs only in model.json."""
+    folder.mkdir(parents=True)
+    for name, spec in (("generator", gen_spec), ("text_encoder", text_spec)):
+        torch.manual_seed(0)
+        save_file({k: v.contiguous() for k, v in build_from_spec(spec).state_dict().items()},
+                  folder / f"{name}.safetensors")
+    meta = {"format": "t2i-export", "version": 1, "kind": "gan", "step": 3, "config": {},
+            "model_spec": {"name": "tiny", "z_dim": 6, "words_num": 18, "generator": gen_spec,
+                           "text_encoder": text_spec, "discriminators": []}}
+    (folder / "model.json").write_text(json.dumps(meta, indent=1))
+    (folder / "vocab.json").write_text(json.dumps(VOCAB.to_dict()))
+
+
+def test_exports_of_the_previous_writer_still_load(tmp_path):
+    gen_spec = make_spec("t2i.models.generator.MultiStageGenerator", stages=["init"], ngf=4, z_dim=6, c_dim=5,
+                         sent_dim=8, word_dim=8, res_blocks=1, base_size=8)
+    text_spec = make_spec("t2i.models.text_encoders.RNNTextEncoder", vocab_size=len(VOCAB), word_dim=8, hidden_dim=4)
+    _previous_gan_export(tmp_path / "gan", gen_spec, text_spec)
+    export = read_export(tmp_path / "gan")
+    assert export.step == 3 and export.generator.resolutions == [8] and export.text_encoder.out_dim == 8
+    # alignDRAW: one model, its own caption encoder
+    spec = make_spec("t2i.models.aligndraw.AlignDRAW", vocab_size=len(VOCAB), height=8, width=8, channels=3, steps=2,
+                     z_dim=4, enc_dim=8, dec_dim=8, read_n=2, write_n=2, word_dim=8, lang_dim=4, align_dim=8)
+    folder = tmp_path / "aligndraw"
+    folder.mkdir()
+    save_file({k: v.contiguous() for k, v in build_from_spec(spec).state_dict().items()},
+              folder / "generator.safetensors")
+    meta = {"format": "t2i-export", "version": 1, "kind": "aligndraw", "step": 2, "config": {},
+            "model_spec": {"name": "aligndraw", "generator": spec, "words_num": 18}}
+    (folder / "model.json").write_text(json.dumps(meta))
+    (folder / "vocab.json").write_text(json.dumps(VOCAB.to_dict()))
+    export = read_export(folder)
+    assert isinstance(export.generator, AlignDRAW) and export.text_encoder is None
+
+
+def test_bad_exports_are_one_line_errors(tmp_path):
+    gen, text = _models()
+    out = write_export(tmp_path / "e", "gan", {"generator": gen, "text_encoder": text}, VOCAB.to_dict(),
+                       {"name": "tiny", "z_dim": 6}, step=0)
+    meta = json.loads((out / "model.json").read_text())
+    (out / "model.json").write_text(json.dumps({**meta, "version": 2}))
+    with pytest.raises(CheckpointError, match="version 2.*update t2i"):
+        read_export(out)
+    (out / "model.json").write_text(json.dumps(meta))
+    (out / "text_encoder.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="text_encoder.safetensors is missing") as err:
+        read_export(out)
+    assert "\n" not in str(err.value)
+    with pytest.raises(CheckpointError, match="not an exported t2i model"):
+        read_export(tmp_path)
+    with pytest.raises(ValueError, match="holds"):
+        write_export(tmp_path / "x", "gan", {"generator": gen}, {}, {}, 0)
+
+
+def test_resolve_export_finds_the_export_of_a_run(tmp_path):
+    gen, text = _models()
+    out = write_export(tmp_path / "runs" / "d" / "m" / "export", "gan", {"generator": gen, "text_encoder": text},
+                       VOCAB.to_dict(), {"name": "tiny"}, step=0)
+    assert resolve_export(tmp_path / "runs" / "d" / "m") == out and resolve_export(out) == out
+    assert resolve_export(None, tmp_path / "runs") == out
+    with pytest.raises(CheckpointError, match="does not exist"):
+        resolve_export(tmp_path / "nope")
+    with pytest.raises(CheckpointError, match="no exported model"):
+        resolve_export(None, tmp_path / "empty")
