@@ -32,3 +32,7 @@ class ConfigError(T2IError, ValueError):
 
 class TrainingError(T2IError, RuntimeError):
     """Training stopped (non-finite loss, ...); the last good checkpoint is kept."""
+
+
+class DiskFullError(T2IError, OSError):
+    """A write ran out of disk space; what was there before is kept and no partial file is left."""

@@ -25,7 +25,6 @@ The metrics themselves live in :mod:`t2i.metrics`; this module feeds them:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import math
@@ -57,7 +56,7 @@ from t2i.metrics.registry import METRICS
 from t2i.pipeline import Text2ImagePipeline
 from t2i.runtime import Precision
 from t2i.structures import Batch, Record
-from t2i.io import atomic_write
+from t2i.io import atomic_write, sha256_file
 from t2i.models.damsm import (IMAGE_NAME, TEXT_NAME, find_encoder, load_image_encoder, load_text_encoder,
                               text_encoder_vocab)
 
@@ -73,15 +72,6 @@ __all__ = [
 INCEPTION_METRICS = ("fid", "kid", "is")
 IS_CLASSIFIER_HINT = (f"pass metrics.inception_weights=/path/{FID_WEIGHTS_FILE} (the FID Inception with its 1008 "
                       "logits) or metrics.is.classifier=PATH (a CUB-fine-tuned Inception-v3)")
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file (recorded with results so a number can be traced to its weights)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ============================================================================================ image streams
@@ -381,42 +371,59 @@ class _LogitsOnly(nn.Module):
         return None, out
 
 
-def load_is_classifier(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
+def _is_torchscript(path: Path) -> bool:
+    """A TorchScript archive is a zip holding ``<name>/code/`` (a ``torch.save`` zip has ``data.pkl`` only)."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any("/code/" in name for name in archive.namelist())
+
+
+def load_is_classifier(path: str | os.PathLike, device: str | torch.device = "cpu",
+                       trust_torchscript: bool = False) -> nn.Module:
     """The CUB protocol's Inception Score classifier, supplied by the user.
 
     Accepted files (nothing downloads):
 
-    * a **TorchScript** module mapping profile-prepared images ``[N, 3, 299, 299]`` (about [-1, 1]) to logits
-      ``[N, K]`` (or a tuple whose first element is the logits);
     * a **state dict** (``torch.load(weights_only=True)``; optionally under ``"state_dict"`` or ``"model"``, keys
       optionally prefixed ``module.``) of a torchvision ``Inception3`` fine-tuned on CUB; ``K`` (200 for CUB)
       is read from ``fc.weight``. It is built with ``transform_input=False`` and fed the profile's [-1, 1] images,
-      the input range of StackGAN's fine-tuned TensorFlow Inception.
+      the input range of StackGAN's fine-tuned TensorFlow Inception;
+    * a **TorchScript** module mapping profile-prepared images ``[N, 3, 299, 299]`` (about [-1, 1]) to logits
+      ``[N, K]`` (or a tuple whose first element is the logits), only with ``trust_torchscript=True``
+      (``metrics.is.trust_torchscript=true``): TorchScript is code, and loading it runs it.
 
     Returns:
         a frozen module whose forward gives ``(None, logits [N, K])``.
 
     Raises:
-        WeightsError: missing or unusable file.
+        WeightsError: missing or unusable file, or TorchScript without ``trust_torchscript``.
     """
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"Inception Score classifier {path} does not exist; supply a CUB-fine-tuned Inception-v3 "
-                           "(TorchScript or torchvision state dict) or drop metrics.is.classifier")
+                           "(torchvision state dict, or TorchScript with metrics.is.trust_torchscript=true) or drop "
+                           "metrics.is.classifier")
     classifier: nn.Module | None = None
-    try:
+    if _is_torchscript(path):
+        if not trust_torchscript:
+            raise WeightsError(f"{path} is TorchScript, which is code that runs when loaded; pass "
+                               "metrics.is.trust_torchscript=true if you trust its source, or supply a state dict")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load is deprecated; TorchScript files remain common
-            classifier = torch.jit.load(str(path), map_location="cpu")
-    except Exception:
-        pass  # not TorchScript: try a state dict below
+            try:
+                classifier = torch.jit.load(str(path), map_location="cpu")
+            except Exception as exc:
+                raise WeightsError(f"cannot read {path} as TorchScript ({type(exc).__name__})") from None
     if classifier is None:
         from torchvision.models.inception import Inception3
 
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise WeightsError(f"cannot read {path} as TorchScript or as a state dict ({type(exc).__name__})") from None
+            raise WeightsError(f"cannot read {path} as a state dict ({type(exc).__name__})") from None
         if isinstance(state, dict):
             state = state.get("state_dict", state.get("model", state))
         if not isinstance(state, dict) or "fc.weight" not in {str(k).removeprefix("module.") for k in state}:
@@ -663,6 +670,7 @@ def build_suite(metric_names: Sequence[str], *, data_name: str, runs_dir: str | 
                 image_size: int | None = None, profile: str = "pytorch-fid", inception_weights: str | None = None,
                 is_classifier: str | None = None, stats_cache: str | None = None, damsm_dir: str | None = None,
                 vocab: Vocabulary | None = None, words_num: int = 18, attribute_classifier: str | None = None,
+                trust_torchscript: bool = False,
                 attribute_options: Mapping[str, Any] | None = None, settings: Mapping[str, Any] | None = None,
                 precision: str = "fp32", device: str | torch.device = "cpu", seed: int = 0) -> EvaluationSuite:
     """Load (and where needed compute and cache) everything ``metric_names`` need, from plain arguments.
@@ -709,7 +717,7 @@ def build_suite(metric_names: Sequence[str], *, data_name: str, runs_dir: str | 
             raise WeightsError(f"the Inception Score needs class logits, which the packaged fid-helper network lacks; "
                                f"{IS_CLASSIFIER_HINT}")
         if "is" in names and is_classifier is not None:
-            suite.is_classifier = load_is_classifier(is_classifier, device)
+            suite.is_classifier = load_is_classifier(is_classifier, device, trust_torchscript=trust_torchscript)
             suite.weights[str(is_classifier)] = sha256_file(is_classifier)
         if any(m in names for m in ("fid", "kid")) or suite.is_classifier is None:
             suite.inception = load_fid_inception(inception_weights, device)

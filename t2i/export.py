@@ -10,6 +10,8 @@ An export directory is enough to generate, with no training config, data set or 
       text_encoder.safetensors     the frozen text encoder (GANs only) } its .json spec beside it
       vocab.json                   the vocabulary
 
+``model.json`` (written last) lists every other file with its sha256, checked when the export is read.
+
 Every module goes through :func:`t2i.models.factory.save_module` / ``load_module`` (so only t2i's
 registered model classes can be built from an export). ``model.json`` keeps the module specs in
 ``model_spec`` as well: that is where exports written before ``save_module`` carry them (they have no
@@ -28,7 +30,7 @@ from torch import nn
 
 from t2i.data.text import Vocabulary
 from t2i.errors import CheckpointError
-from t2i.io import atomic_write_json
+from t2i.io import atomic_write_json, sha256_file
 from t2i.models.factory import load_module, save_module
 
 FORMAT = "t2i-export"
@@ -57,10 +59,39 @@ def write_export(out_dir: str | os.PathLike, kind: str, modules: dict[str, nn.Mo
     specs = {name: save_module(out / f"{name}.safetensors", module, kind=f"{kind}_{name}")
              for name, module in modules.items()}
     atomic_write_json(out / "vocab.json", vocab)
+    # The files of this export with their sha256, checked on load: a kill between two files (a new
+    # generator beside the model.json of the previous export) is then found instead of silently mixed.
+    files = {name: sha256_file(out / name) for name in sorted(_export_files(kind))}
     meta = {"format": FORMAT, "version": VERSION, "kind": kind, "step": int(step),
-            "model_spec": {**model_spec, **specs}, "config": config or {}}
+            "model_spec": {**model_spec, **specs}, "files": files, "config": config or {}}
     atomic_write_json(out / "model.json", meta)  # last: an export without model.json is not an export
     return out
+
+
+def _export_files(kind: str) -> list[str]:
+    return [f for name in MODULES[kind] for f in (f"{name}.safetensors", f"{name}.json")] + ["vocab.json"]
+
+
+def verify_export_files(path: str | os.PathLike, meta: dict) -> None:
+    """Check the files an export's ``model.json`` lists against their sha256 (exports without a list pass).
+
+    Raises:
+        CheckpointError: a listed file is missing or differs (an interrupted export, or a file swapped in).
+    """
+    path = Path(path)
+    files = meta.get("files")
+    if files is None:
+        return
+    if not isinstance(files, dict):
+        raise CheckpointError(f"{path / 'model.json'} has a malformed file list; export the model again")
+    for name, digest in files.items():
+        if not isinstance(name, str) or "/" in name or "\\" in name or name.startswith("."):
+            raise CheckpointError(f"{path / 'model.json'} lists a file {name!r} outside the export; export again")
+        if not (path / name).is_file():
+            raise CheckpointError(f"export {path} is incomplete: {name} is missing; export the model again")
+        if sha256_file(path / name) != digest:
+            raise CheckpointError(f"export {path} is inconsistent: {name} does not match model.json (an export that "
+                                  "was interrupted, or a file replaced by hand); export the model again")
 
 
 @dataclass
@@ -121,6 +152,7 @@ def read_export(path: str | os.PathLike) -> Export:
     """
     path = Path(path)
     meta = read_export_meta(path)
+    verify_export_files(path, meta)
     spec = meta["model_spec"]
     loaded: dict[str, Any] = {}
     for name in MODULES[meta["kind"]]:
@@ -130,28 +162,46 @@ def read_export(path: str | os.PathLike) -> Export:
                   config=meta.get("config") or {})
 
 
-def newest_export(runs_dir: str | os.PathLike) -> Path:
-    """The most recently written export directory (``**/export/model.json``) under ``runs_dir``.
+PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
+DEFAULT_PRETRAINED = "synthbirds-attngan"
+
+
+def shipped_exports(pretrained_dir: str | os.PathLike = PRETRAINED_DIR) -> list[Path]:
+    """The exports shipped in the repository's ``pretrained/`` folder (``pretrained/<name>/model.json``),
+    the default model (:data:`DEFAULT_PRETRAINED`) first."""
+    folder = Path(pretrained_dir)
+    found = sorted(p.parent for p in folder.glob("*/model.json")) if folder.is_dir() else []
+    return sorted(found, key=lambda p: p.name != DEFAULT_PRETRAINED)
+
+
+def newest_export(runs_dir: str | os.PathLike, pretrained_dir: str | os.PathLike | None = PRETRAINED_DIR) -> Path:
+    """The most recently written export directory (``**/export/model.json``) under ``runs_dir``; when there is
+    none, the shipped model in ``pretrained/`` (see :func:`shipped_exports`).
 
     Raises:
         CheckpointError: there is none.
     """
     runs_dir = Path(runs_dir)
     exports = sorted(runs_dir.glob("**/export/model.json"), key=lambda p: p.stat().st_mtime)
-    if not exports:
-        raise CheckpointError(f"no exported model under {runs_dir}/; train one first "
-                              "(python tools/train.py model=attngan) or pass checkpoint=PATH")
-    return exports[-1].parent
+    if exports:
+        return exports[-1].parent
+    shipped = shipped_exports(pretrained_dir) if pretrained_dir is not None else []
+    if shipped:
+        return shipped[0]
+    raise CheckpointError(f"no exported model under {runs_dir}/; train one first "
+                          "(python tools/train.py model=attngan) or pass checkpoint=PATH")
 
 
-def resolve_export(checkpoint: str | os.PathLike | None, runs_dir: str | os.PathLike = "runs") -> Path:
-    """An export directory from ``checkpoint=``: an export dir, a run dir holding ``export/``, or (None) the newest.
+def resolve_export(checkpoint: str | os.PathLike | None, runs_dir: str | os.PathLike = "runs",
+                   pretrained_dir: str | os.PathLike | None = PRETRAINED_DIR) -> Path:
+    """An export directory from ``checkpoint=``: an export dir, a run dir holding ``export/``, or (None) the newest
+    under ``runs_dir``, else the shipped model.
 
     Raises:
         CheckpointError: the path does not exist, or no export is found.
     """
     if checkpoint is None:
-        return newest_export(runs_dir)
+        return newest_export(runs_dir, pretrained_dir)
     path = Path(checkpoint)
     if (path / "export" / "model.json").is_file():
         return path / "export"

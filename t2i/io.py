@@ -15,15 +15,19 @@ with ``os.replace``, so a crash or a full disk leaves the previous checkpoint in
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
+import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterable
 
 import torch
 
-from t2i.errors import CheckpointError
+from t2i.errors import CheckpointError, DiskFullError, TrainingError
 
 FORMAT = "t2i"
 VERSION = 1
@@ -45,11 +49,83 @@ def atomic_write(path: str | os.PathLike, write_fn) -> Path:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with _suppress():
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC or "unexpected pos" in str(exc):
+            # torch.save reports a full disk as "[enforce fail at inline_container.cc] unexpected pos"
+            raise DiskFullError(disk_full_message(path)) from None
         raise
+    remove_stale_tmp(path)
     return path
+
+
+def remove_stale_tmp(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files that interrupted atomic writes of ``path`` left behind (``.<name>.*.tmp``).
+
+    Called after each successful write: only one writer writes a given target, so any older temporary
+    file of the same target belongs to a write that was killed.
+    """
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+        with _suppress():
+            tmp.unlink()
+            removed.append(tmp)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+def disk_full_message(path: str | os.PathLike, needed_bytes: int | None = None) -> str:
+    """``disk full at PATH (N MB free[, M MB needed]); ...`` for a write that ran out of space."""
+    path = Path(path)
+    existing = next((p for p in [path, *path.parents] if p.exists()), Path("."))
+    free = shutil.disk_usage(existing).free
+    need = f", {needed_bytes / 2**20:.0f} MB needed" if needed_bytes else ""
+    return f"disk full at {path} ({free / 2**20:.0f} MB free{need}); free some space or write somewhere else"
+
+
+def set_aside(path: str | os.PathLike) -> Path | None:
+    """Move an existing file to ``<stem>-before-<UTC time><suffix>`` beside it (never over another); the new path.
+
+    A run that starts over (``train.resume=never``) keeps the old checkpoint this way instead of overwriting it.
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    target = path.with_name(f"{path.stem}-before-{stamp}{path.suffix}")
+    n = 1
+    while target.exists():
+        target = path.with_name(f"{path.stem}-before-{stamp}-{n}{path.suffix}")
+        n += 1
+    os.replace(path, target)
+    return target
+
+
+def non_finite(tensors: Any, prefix: str = "") -> str | None:
+    """The name of the first floating-point tensor in a (nested) state that holds NaN or inf; None if all finite.
+
+    Walks dicts, lists and tuples (model and optimiser state dicts alike).
+    """
+    if isinstance(tensors, torch.Tensor):
+        if tensors.is_floating_point() and not bool(torch.isfinite(tensors).all()):
+            return prefix or "tensor"
+        return None
+    if isinstance(tensors, dict):
+        items = tensors.items()
+    elif isinstance(tensors, (list, tuple)):
+        items = enumerate(tensors)
+    else:
+        return None
+    for key, value in items:
+        bad = non_finite(value, f"{prefix}.{key}" if prefix else str(key))
+        if bad:
+            return bad
+    return None
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -85,9 +161,35 @@ class _suppress:
 
 
 def save_checkpoint(path: str | os.PathLike, kind: str, payload: dict[str, Any]) -> Path:
-    """Atomically save ``payload`` tagged with ``kind``."""
+    """Atomically save ``payload`` tagged with ``kind``, after checking that every tensor in it is finite.
+
+    A state whose weights (or optimiser moments) hold NaN or inf is never written: the checkpoint already
+    at ``path`` stays the last good one, and the error says so.
+
+    Raises:
+        TrainingError: a non-finite tensor in ``payload`` (nothing is written).
+        DiskFullError: the disk filled up (the previous file is kept, no temporary file is left).
+    """
+    bad = non_finite(payload)
+    if bad:
+        path = Path(path)
+        kept = f"the checkpoint already at {path} is kept" if path.exists() else "no checkpoint was written yet"
+        step = f" at step {payload['step']}" if "step" in payload else ""
+        raise TrainingError(f"{bad} became NaN/inf{step}, so it was not saved; {kept}; lower the learning rate "
+                            "(or use train.precision=fp32), then resume")
     data = {"format": FORMAT, "version": VERSION, "kind": kind, **payload}
     return atomic_write(path, lambda tmp: torch.save(data, tmp))
+
+
+def start_over(path: str | os.PathLike) -> Path | None:
+    """For a run told to start over: keep an existing checkpoint aside (see :func:`set_aside`) and say where."""
+    moved = set_aside(path)
+    if moved is not None:
+        import logging
+
+        logging.getLogger(__name__).warning("starting over (resume=never): the previous checkpoint is kept as %s",
+                                            moved)
+    return moved
 
 
 def load_checkpoint(path: str | os.PathLike, kinds: str | Iterable[str] | None = None,
@@ -155,3 +257,12 @@ def fill_batchnorm_counters(module: torch.nn.Module, state: dict) -> dict:
         if key.endswith("num_batches_tracked") and key not in state:
             state[key] = torch.zeros_like(value)
     return state
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file (recorded with results so a number can be traced to its weights)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()

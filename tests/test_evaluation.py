@@ -283,7 +283,11 @@ def test_inception_score_without_logits_names_the_weights_file(setup, monkeypatc
         warnings.simplefilter("ignore", FutureWarning)
         scripted = torch.jit.script(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 200)))
         scripted.save(str(setup["tmp"] / "cub_inception.pt"))
-    suite = suite_for(setup, ["is"], monkeypatch, logits=False, is_classifier=str(setup["tmp"] / "cub_inception.pt"))
+    # TorchScript is code: refused unless trusted explicitly (nothing of it is loaded before the refusal)
+    with pytest.raises(WeightsError, match="is TorchScript, which is code .* metrics.is.trust_torchscript=true"):
+        suite_for(setup, ["is"], monkeypatch, logits=False, is_classifier=str(setup["tmp"] / "cub_inception.pt"))
+    suite = suite_for(setup, ["is"], monkeypatch, logits=False, is_classifier=str(setup["tmp"] / "cub_inception.pt"),
+                      trust_torchscript=True)
     result = ev.evaluate(["is"], ev.real_images(setup["test"], batch_size=4, progress=False), suite)
     assert result["counts"]["is_classes"] == 200 and result["metrics"]["is"] >= 1.0
     with pytest.raises(WeightsError, match="does not exist"):

@@ -109,3 +109,77 @@ def test_resolve_export_finds_the_export_of_a_run(tmp_path):
         resolve_export(tmp_path / "nope")
     with pytest.raises(CheckpointError, match="no exported model"):
         resolve_export(None, tmp_path / "empty")
+
+
+def _tiny_export(tmp_path, step=7):
+    gen, text = _models()
+    return write_export(tmp_path / "export", "gan", {"generator": gen, "text_encoder": text}, VOCAB.to_dict(),
+                        {"name": "tiny", "z_dim": 6, "words_num": 18}, step=step)
+
+
+def test_an_interrupted_export_is_found_not_mixed(tmp_path):
+    """kill -9 between two files: a new generator beside the model.json of the previous export."""
+    out = _tiny_export(tmp_path)
+    meta = json.loads((out / "model.json").read_text())
+    assert set(meta["files"]) == {"generator.safetensors", "generator.json", "text_encoder.safetensors",
+                                  "text_encoder.json", "vocab.json"}
+    gen, _ = _models()
+    with torch.no_grad():
+        next(gen.parameters()).add_(1.0)
+    save_file({k: v.contiguous() for k, v in gen.state_dict().items()}, out / "generator.safetensors")
+    with pytest.raises(CheckpointError, match="generator.safetensors does not match model.json"):
+        read_export(out)
+    (out / "generator.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="generator.safetensors is missing"):
+        read_export(out)
+
+
+def test_an_export_with_nan_weights_is_refused_on_load_and_on_save(tmp_path):
+    out = _tiny_export(tmp_path)
+    meta = json.loads((out / "model.json").read_text())
+    state = {k: v.clone() for k, v in read_export(out).generator.state_dict().items()}
+    key = next(k for k, v in state.items() if v.is_floating_point())
+    state[key].fill_(float("nan"))
+    save_file(state, out / "generator.safetensors")
+    del meta["files"]  # an export written before the file list: the weights themselves are checked
+    (out / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=f"generator weights .* hold NaN/inf \\(first: {key}\\)"):
+        read_export(out)
+    gen, text = _models()
+    with torch.no_grad():
+        next(gen.parameters()).fill_(float("inf"))
+    with pytest.raises(CheckpointError, match="refusing to save generator.safetensors"):
+        write_export(tmp_path / "bad", "gan", {"generator": gen, "text_encoder": text}, VOCAB.to_dict(),
+                     {"name": "tiny", "z_dim": 6}, step=1)
+
+
+def test_an_export_too_large_for_memory_is_refused_before_allocating(tmp_path, monkeypatch):
+    import t2i.models.factory as factory
+
+    out = _tiny_export(tmp_path)
+    meta = json.loads((out / "model.json").read_text())
+    meta["model_spec"]["generator"]["kwargs"]["ngf"] = 4096  # about 40 GiB of weights
+    del meta["files"]
+    (out / "model.json").write_text(json.dumps(meta))
+    spec = json.loads((out / "generator.json").read_text())
+    spec["spec"] = meta["model_spec"]["generator"]
+    (out / "generator.json").write_text(json.dumps(spec))
+    monkeypatch.setattr(factory, "available_memory", lambda: 8 * 2**30)
+    with pytest.raises(CheckpointError, match=r"needs \d+\.\d GiB for its weights, more than the 8\.0 GiB available"):
+        read_export(out)
+
+
+def test_without_a_run_the_shipped_model_is_used(tmp_path):
+    from t2i.export import newest_export
+
+    runs, pre = tmp_path / "runs", tmp_path / "pretrained"
+    runs.mkdir()
+    with pytest.raises(CheckpointError, match="no exported model under"):
+        newest_export(runs, pretrained_dir=pre)
+    for name in ("another-model", "synthbirds-attngan"):
+        (pre / name).mkdir(parents=True)
+        (pre / name / "model.json").write_text("{}")
+    assert newest_export(runs, pretrained_dir=pre) == pre / "synthbirds-attngan"  # the default first
+    assert resolve_export(None, runs, pretrained_dir=pre) == pre / "synthbirds-attngan"
+    mine = _tiny_export(runs / "synthbirds" / "attngan")
+    assert newest_export(runs, pretrained_dir=pre) == mine  # a run of your own wins

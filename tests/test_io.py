@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -38,7 +39,7 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path):
             f.write(b"partial")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(OSError, match="disk full at"):  # DiskFullError is an OSError too
         atomic_write(path, full_disk)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temporary file left behind
@@ -81,3 +82,63 @@ def test_strict_loading_names_the_first_mismatch():
         load_state_dict_strict(model, {k: v for k, v in state.items() if k != "0.bias"}, "model")
     old = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
     load_state_dict_strict(model, fill_batchnorm_counters(model, old), "model")
+
+
+# ------------------------------------------------------------------ hardening (issue 17)
+def test_a_non_finite_state_is_never_saved_and_the_message_is_true(tmp_path):
+    from t2i.errors import TrainingError
+    from t2i.io import save_checkpoint
+
+    path = tmp_path / "checkpoint.pt"
+    with pytest.raises(TrainingError, match="no checkpoint was written yet"):
+        save_checkpoint(path, "gan", {"step": 3, "generator": {"w": torch.tensor([1.0, float("nan")])}})
+    assert not path.exists()
+    save_checkpoint(path, "gan", {"step": 4, "generator": {"w": torch.ones(2)}})
+    good = path.read_bytes()
+    poisoned = {"step": 5, "generator": {"w": torch.ones(2)},
+                "opt_d": [{"state": {0: {"exp_avg": torch.tensor([float("inf")])}}}]}  # optimiser moments count too
+    with pytest.raises(TrainingError, match=r"opt_d\.0\.state\.0\.exp_avg became NaN/inf at step 5.*already at .* is kept"):
+        save_checkpoint(path, "gan", poisoned)
+    assert path.read_bytes() == good and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_stale_temporary_files_of_killed_writes_are_removed_on_the_next_write(tmp_path):
+    from t2i.io import atomic_write_text
+
+    for i in range(3):  # what kill -9 during a write leaves behind
+        (tmp_path / f".checkpoint.pt.abc{i}.tmp").write_bytes(b"x" * 100)
+    (tmp_path / ".other.pt.abc.tmp").write_bytes(b"x")  # another target's: not ours to remove
+    atomic_write_text(tmp_path / "checkpoint.pt", "new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.pt.abc.tmp", "checkpoint.pt"]
+
+
+@pytest.mark.parametrize("failure", [OSError(28, "No space left on device"),
+                                     RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")])
+def test_a_full_disk_is_one_line_and_keeps_the_previous_file(tmp_path, failure):
+    from t2i.errors import DiskFullError
+    from t2i.io import atomic_write, atomic_write_text
+
+    path = tmp_path / "checkpoint.pt"
+    atomic_write_text(path, "previous")
+
+    def write(tmp):
+        Path(tmp).write_bytes(b"partial")
+        raise failure
+
+    with pytest.raises(DiskFullError, match=r"disk full at .*checkpoint\.pt \(\d+ MB free\)"):
+        atomic_write(path, write)
+    assert path.read_text() == "previous" and sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
+
+
+def test_starting_over_keeps_the_old_checkpoint_aside(tmp_path):
+    from t2i.io import set_aside, start_over
+
+    path = tmp_path / "checkpoint.pt"
+    assert start_over(path) is None
+    path.write_text("old run")
+    first = start_over(path)
+    path.write_text("second run")
+    second = set_aside(path)
+    assert not path.exists() and first != second
+    assert first.read_text() == "old run" and second.read_text() == "second run"
+    assert first.name.startswith("checkpoint-before-") and first.suffix == ".pt"

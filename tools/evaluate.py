@@ -6,7 +6,8 @@
 
 Images come from the test split's captions (t2i.evaluation.caption_plan); FID/KID compare with the real test
 images (real=true: with the real train images), whose statistics are cached in runs/<data>/stats/. Writes
-metrics.json and metrics.md into out_dir (default <run>/eval) and prints the table.
+metrics.json and metrics.md into a new folder <run>/eval/NNN (or out_dir=, which must not hold an earlier
+evaluation unless overwrite=true) and prints the table.
 """
 
 import hashlib
@@ -16,6 +17,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from t2i import validation as check
 from t2i.cli import guarded, setup_logging
 from t2i.config import to_container
 from t2i.data.dataset import TextImageDataset
@@ -38,15 +40,42 @@ def _fingerprint(records) -> str:
     return f"{len(records)}:{digest}"
 
 
+def check_settings(cfg: DictConfig) -> None:
+    """The command line's values, checked before any model, data or network is loaded."""
+    check.integer(cfg.num_images, "num_images", minimum=1)
+    check.seed(cfg.seed)
+    check.integer(cfg.batch_size, "batch_size", minimum=1, maximum=4096)
+    check.integer(cfg.workers, "workers", minimum=0)
+    check.integer(cfg.reference_images, "reference_images", minimum=2, optional=True)
+    check.integer(cfg.image_size, "image_size", minimum=16, maximum=1024, optional=True)
+    check.integer(cfg.get("threads"), "threads", minimum=1, optional=True)
+    check.device(cfg.device)
+    check.choice(cfg.precision, "precision", ["auto", "fp32", "bf16", "fp16"])
+    check.choice(cfg.metrics.precision, "metrics.precision", ["auto", "fp32", "bf16"])
+    check.choice(cfg.overwrite, "overwrite", [True, False])
+    check.choice(cfg.real, "real", [True, False])
+
+
+def output_folder(cfg: DictConfig) -> Path | None:
+    """``out_dir=`` checked (it must not hold another evaluation unless overwrite=true); None: a new folder later."""
+    if not cfg.out_dir:
+        return None
+    out_dir = check.output_dir(cfg.out_dir)
+    check.refuse_overwrite(out_dir, ["metrics.json", "metrics.md"], bool(cfg.overwrite))
+    return out_dir
+
+
 @hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
 @guarded
 def main(cfg: DictConfig) -> None:
     setup_logging()
+    check_settings(cfg)
     configure_threads(cfg.get("threads"))
     m = cfg.metrics
     names = [str(n) for n in m.names]
     device = resolve_device(str(cfg.device))
     seed, batch_size, progress = int(cfg.seed), int(cfg.batch_size), bool(cfg.progress)
+    out_dir = output_folder(cfg)
 
     # (1) the model, unless grading real images
     pipe, export = None, None
@@ -91,6 +120,7 @@ def main(cfg: DictConfig) -> None:
             real_images(judge_ds, batch_size=batch_size, num_workers=workers, progress=progress)),
         caption_records=test_ds.records, attribute_schema=source.attribute_schema(), image_size=image_size,
         profile=str(m.profile), inception_weights=_opt(m, "inception_weights"), is_classifier=_opt(m["is"], "classifier"),
+        trust_torchscript=bool(_opt(m["is"], "trust_torchscript", False)),
         stats_cache=_opt(m, "stats_cache"), damsm_dir=_opt(m.r_precision, "damsm"), vocab=vocab, words_num=words_num,
         attribute_classifier=_opt(m.attribute_accuracy, "classifier"),
         attribute_options=to_container(m.attribute_accuracy),
@@ -114,9 +144,12 @@ def main(cfg: DictConfig) -> None:
                    real=bool(cfg.real), export=str(export) if export else None)
     if export is not None:
         results["weights"].update({str(p): sha256_file(p) for p in sorted(Path(export).glob("*.safetensors"))})
-    out_dir = Path(cfg.out_dir) if cfg.out_dir else (
-        Path(cfg.runs_dir) / str(cfg.data.name) / "eval_real" if export is None else Path(export).parent / "eval")
-    json_path, _ = write_results(out_dir, results)
+    if out_dir is None:  # a new numbered folder beside the model (or the data's real-image evaluations)
+        out_dir = check.first_free_dir(Path(cfg.runs_dir) / str(cfg.data.name) / "eval_real" if export is None
+                                       else Path(export).parent / "eval")
+    with check.file_set(out_dir, overwrite=bool(cfg.overwrite)) as stage:
+        write_results(stage, results)
+    json_path = out_dir / "metrics.json"
     print(format_table(results))
     print(f"{results['counts']['images']} images in {results['timings']['total']:.1f} s "
           f"({results['timings']['images_per_second']:.1f} images/s); wrote {json_path} and {out_dir / 'metrics.md'}")

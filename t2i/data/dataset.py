@@ -237,6 +237,12 @@ def make_loader(dataset: TextImageDataset, batch_size: int, shuffle: bool = True
     """A ``DataLoader`` with :func:`collate` and a seeded generator (reproducible shuffling and
     per-worker seeds). With a ``sampler`` (e.g. ``DistributedSampler``) ``shuffle`` is ignored.
     """
+    if batch_size < 1:
+        raise DataError(f"batch size {batch_size}: give a batch size of at least 1 (train.batch_size=)")
+    size = len(sampler) if sampler is not None else len(dataset)
+    if drop_last and size < batch_size:  # no full batch at all: a training loop would wait for one forever
+        raise DataError(f"batch size {batch_size} is larger than the training set ({size} images), so there is no "
+                        f"batch to train on; use train.batch_size={max(1, size)} or less, or more data")
     wrong = bool(getattr(dataset, "wrong_captions", False))
     return DataLoader(
         dataset, batch_size=batch_size, shuffle=shuffle if sampler is None else False, sampler=sampler,

@@ -53,6 +53,7 @@ from PIL import Image, ImageChops, ImageDraw, ImageFont
 
 from t2i.errors import ConfigError, DataError
 from t2i.io import atomic_write_text
+from t2i.runtime import exit_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -806,7 +807,7 @@ def render_dataset(
             results[job.index] = _render_one(job)
             bar.update(1)
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=exit_with_parent) as pool:
             chunk = max(1, min(32, len(jobs) // (4 * workers)))
             for res in pool.map(_render_one, jobs, chunksize=chunk):
                 results[res[0]] = res

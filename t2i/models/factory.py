@@ -26,10 +26,11 @@ import os
 from pathlib import Path
 from typing import Any, TypeVar
 
+import torch
 from torch import nn
 
 from t2i.errors import CheckpointError
-from t2i.io import atomic_write, atomic_write_json, load_state_dict_strict
+from t2i.io import atomic_write, atomic_write_json, load_state_dict_strict, non_finite
 
 # Every class a saved model may name, by its dotted path. A new model class that is saved in checkpoints or
 # exports is added here and decorated with @register_model (which refuses a class missing here); the list is
@@ -136,6 +137,9 @@ def save_module(path: str | os.PathLike, module: nn.Module, **meta: Any) -> dict
     path = Path(path)
     spec = module_spec(module)
     state = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
+    bad = non_finite(state)
+    if bad:
+        raise CheckpointError(f"refusing to save {path.name}: its weight {bad} is NaN/inf; save from a good checkpoint")
     atomic_write(path, lambda tmp: save_file(state, tmp))
     record = {"format": MODULE_FORMAT, "version": 1, **meta, "spec": spec}
     atomic_write_json(_spec_file(path), record)
@@ -174,6 +178,7 @@ def load_module(path: str | os.PathLike, spec: dict | None = None, what: str = "
     path = Path(path)
     if spec is None:
         spec = read_module_record(path).get("spec")
+    check_fits_in_memory(spec, what)
     module = build_from_spec(spec)
     if not path.is_file():
         raise CheckpointError(f"{path} is missing; the saved model is incomplete, save or export it again")
@@ -181,8 +186,40 @@ def load_module(path: str | os.PathLike, spec: dict | None = None, what: str = "
         state = load_file(str(path))
     except Exception as exc:
         raise CheckpointError(f"cannot read {path}: {str(exc)[:150]}; save or export the model again") from None
+    bad = non_finite(state)
+    if bad:  # NaN weights would draw black images with no error
+        raise CheckpointError(f"{what} weights in {path} hold NaN/inf (first: {bad}); export again from a good checkpoint")
     load_state_dict_strict(module, state, what, path)
     return module
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to this process now (Linux ``MemAvailable``), or None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_fits_in_memory(spec: Any, what: str = "model") -> int:
+    """Build ``spec`` on the meta device (no memory) and refuse it when its weights exceed the available memory.
+
+    Returns the weights' size in bytes. A BERT-family text encoder (weights from a folder) is not measured.
+    """
+    target, _ = check_spec(spec)
+    if target.endswith("BertTextEncoder"):
+        return 0
+    with torch.device("meta"):
+        module = build_from_spec(spec)
+    size = sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
+    free = available_memory()
+    if free is not None and size > free:
+        raise CheckpointError(f"the {what} described by this saved model needs {size / 2**30:.1f} GiB for its weights, "
+                              f"more than the {free / 2**30:.1f} GiB available; is the file the one you meant?")
+    return size
 
 
 def make_spec(target: str, **kwargs: Any) -> dict:

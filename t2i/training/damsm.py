@@ -30,7 +30,7 @@ from t2i.metrics.r_precision import fold_means
 from t2i.models.damsm import save_image_encoder, save_text_encoder, vocab_dict
 from t2i.runtime import Precision, resolve_device, rng_state, set_rng_state
 from t2i.structures import Batch
-from t2i.io import load_checkpoint, load_state_dict_strict, save_checkpoint
+from t2i.io import load_checkpoint, load_state_dict_strict, save_checkpoint, start_over
 
 log = logging.getLogger(__name__)
 
@@ -272,6 +272,8 @@ class DAMSMTrainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.resume == "auto" and self.checkpoint_path.is_file():
             self.load_training_checkpoint(self.checkpoint_path)
+        elif self.resume == "never":
+            start_over(self.checkpoint_path)
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.progress, desc="damsm",
                    dynamic_ncols=True)
         t0, seen = time.perf_counter(), 0

@@ -21,7 +21,7 @@ from torchvision.utils import make_grid
 
 from t2i.errors import TrainingError
 from t2i.export import write_export
-from t2i.io import load_checkpoint, load_state_dict_strict, save_checkpoint
+from t2i.io import load_checkpoint, load_state_dict_strict, save_checkpoint, start_over
 from t2i.losses.draw import ElboTerms, draw_elbo
 from t2i.runtime import rng_state, set_rng_state
 from t2i.structures import Batch
@@ -143,6 +143,8 @@ class DrawTrainer:
             self.writer = SummaryWriter(str(self.run_dir / "tb"))
         if resume and self.checkpoint_path.is_file():
             self.load(self.checkpoint_path)
+        elif not resume:
+            start_over(self.checkpoint_path)
 
     @property
     def checkpoint_path(self) -> Path:

@@ -16,9 +16,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from t2i.errors import CheckpointError, TrainingError
+from t2i.errors import CheckpointError, DataError, TrainingError
 from t2i.export import write_export
-from t2i.io import load_checkpoint, load_state_dict_strict, save_checkpoint
+from t2i.io import load_checkpoint, load_state_dict_strict, save_checkpoint, start_over
 from t2i.runtime import DistInfo, Precision, rng_state, set_rng_state
 from t2i.structures import Batch, TextEmbedding
 from t2i.training.distributed import average_gradients, broadcast_parameters, rank_slice
@@ -227,7 +227,8 @@ class GANTrainer:
     def _check_finite(self, loss: torch.Tensor, what: str) -> None:
         if not torch.isfinite(loss.detach()).all():
             last = self.run_dir / "checkpoint.pt"
-            kept = f"the last good checkpoint {last} is kept" if last.exists() else "no checkpoint was written yet"
+            kept = (f"the last good checkpoint {last} is kept (checkpoints are saved only when every weight is "
+                    "finite)") if last.exists() else "no checkpoint was written yet"
             raise TrainingError(f"{what} became {loss.item()} at step {self.step}; {kept}; "
                                 "lower the learning rate or use train.precision=fp32, then resume")
 
@@ -235,6 +236,8 @@ class GANTrainer:
     def fit(self) -> Path | None:
         if self.settings.resume == "auto":
             self.try_resume()
+        elif self.dist.is_main:
+            start_over(self.run_dir / "checkpoint.pt")
         total = self.settings.max_steps
         bar = tqdm(total=total, initial=self.step, desc="train", unit="it", disable=not self.dist.is_main,
                    dynamic_ncols=True)
@@ -244,7 +247,9 @@ class GANTrainer:
             sampler = getattr(self.loader, "sampler", None)
             if hasattr(sampler, "set_epoch"):
                 sampler.set_epoch(epoch)
+            batches = 0
             for batch in self.loader:
+                batches += 1
                 if self.fixed_batch is None:
                     self.fixed_batch = batch
                     self.fixed_noise = torch.randn(len(batch), self.settings.z_dim,
@@ -265,6 +270,8 @@ class GANTrainer:
                     self.save()
                 if self.step >= total:
                     break
+            if batches == 0:  # an empty epoch would repeat forever
+                raise DataError("the training data yields no batch; check the data set and train.batch_size")
             epoch += 1
         bar.close()
         self.logger.close()

@@ -62,11 +62,16 @@ def test_evaluate_tool_on_tiny_synthbirds(tmp_path):
                 "metrics.attribute_accuracy.image_size=16")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| R-precision |" in proc.stdout and "wrote" in proc.stdout
-    result = json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())
+    result = json.loads((tmp_path / "run" / "eval" / "000" / "metrics.json").read_text())
     assert result["counts"]["images"] == 12 and result["seed"] == 1 and result["export"] == str(export)
     assert set(result["metrics"]) >= {"r_precision", "attribute_accuracy", "attribute_accuracy_real"}
     assert (runs / "synthbirds" / "attribute_classifier.pt").is_file()
     assert any(k.endswith("generator.safetensors") for k in result["weights"])
+
+    # an earlier evaluation is never overwritten without overwrite=true (refused before anything is loaded)
+    proc = _run(f"checkpoint={export.parent}", *common, f"out_dir={tmp_path / 'run' / 'eval' / '000'}")
+    assert proc.returncode == 2 and "overwrite=true" in proc.stderr and "Traceback" not in proc.stderr
+    assert json.loads((tmp_path / "run" / "eval" / "000" / "metrics.json").read_text()) == result
 
     # the Inception Score cannot run on the packaged network (no logits): one line, exit 2, naming the weights file
     proc = _run(f"checkpoint={export}", *common, "metrics.names=[is]", "num_images=12")

@@ -128,3 +128,158 @@ def test_generate_refuses_an_export_that_names_a_callable(workdir, attngan_expor
                cwd=work, check=False)
     assert proc.returncode == 2 and "refusing to build 't2i.config.build'" in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and not marker.exists()
+
+
+# ------------------------------------------------------------------------------ the hardening table
+BAD = json.loads((Path(__file__).with_name("bad_inputs.json")).read_text())
+
+
+def _load_tool(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _fill(args: list[str], tmp: Path) -> list[str]:
+    (tmp / "a_file.txt").write_text("x")
+    return [a.replace("{tmp}", str(tmp)).replace("{file}", str(tmp / "a_file.txt")) for a in args]
+
+
+def _prepare(case: dict, tmp: Path) -> None:
+    if case.get("setup") == "nonempty":
+        (tmp / "full").mkdir()
+        (tmp / "full" / "grid.png").write_bytes(b"keep me")
+
+
+@pytest.mark.parametrize("case", BAD["generate"], ids=lambda c: " ".join(c["args"])[:40])
+def test_generate_settings_are_checked_before_any_work(case, tmp_path):
+    """Each bad value gives one ConfigError/CaptionError line from the tool's own checks (no model needed)."""
+    import torch
+
+    from t2i.config import compose
+    from t2i.errors import T2IError
+
+    if case.get("needs_no_gpu") and torch.cuda.is_available():
+        pytest.skip("the case is about a machine without a GPU")
+    gen = _load_tool("generate")
+    _prepare(case, tmp_path)
+    args = _fill(case["args"], tmp_path)
+    if not any(a.startswith(("caption=", "captions_file=")) for a in args):
+        args.append("caption=bird")
+    cfg = compose("generate", args)
+    with pytest.raises(T2IError) as info:
+        opts = gen.check_settings(cfg)
+        gen.read_captions(cfg)
+        if opts["interpolate"] == "captions":
+            gen.check.caption(cfg.caption_b, "caption_b")
+        gen.output_folder(cfg, opts["overwrite"])
+    assert case["message"] in str(info.value) and "\n" not in str(info.value)
+    if case.get("setup") == "nonempty":
+        assert (tmp_path / "full" / "grid.png").read_bytes() == b"keep me"
+
+
+def test_generate_bad_values_as_a_user_types_them(workdir, attngan_export, tmp_path):
+    """The subprocess rows of the table: exit 2, one `error:` line, no traceback, nothing written."""
+    import torch
+
+    work, _ = workdir
+    for case in BAD["generate"]:
+        if case.get("where") != "subprocess" or (case.get("needs_no_gpu") and torch.cuda.is_available()):
+            continue
+        args = _fill(case["args"], tmp_path)
+        if not any(a.startswith(("caption=", "captions_file=")) for a in args):
+            args.append("caption=bird")
+        proc = run(str(ROOT / "tools/generate.py"), f"checkpoint={attngan_export}", *args, cwd=work, check=False)
+        lines = [line for line in proc.stderr.strip().splitlines() if line.startswith("error:")]
+        assert proc.returncode == 2 and len(lines) == 1 and case["message"] in lines[0], (case, proc.stderr[-1500:])
+        assert "Traceback" not in proc.stderr
+    assert not (work / "outputs").exists()  # every case was refused before a folder was made
+
+
+def test_generate_writes_new_folders_and_never_overwrites(workdir, attngan_export, tmp_path):
+    work, _ = workdir
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    for expected in ("000", "001"):  # no out_dir: a new numbered folder each time
+        proc = run(str(ROOT / "tools/generate.py"), f"checkpoint={attngan_export}", "caption=bird", "num_images=3",
+                   "batch_size=2", cwd=cwd)
+        out = cwd / "outputs" / "generate" / expected
+        assert f"to {out.relative_to(cwd)}" in proc.stdout or str(out) in proc.stdout
+        assert sorted(p.name for p in out.glob("caption00_0?.png")) == ["caption00_00.png", "caption00_01.png",
+                                                                     "caption00_02.png"]
+    assert not list((cwd / "outputs" / "generate").glob(".*"))  # no staging folder left behind
+    a = (cwd / "outputs/generate/000/caption00_00.png").read_bytes()
+    assert a == (cwd / "outputs/generate/001/caption00_00.png").read_bytes()  # same seed, same first image
+    mine = tmp_path / "mine"
+    run(str(ROOT / "tools/generate.py"), f"checkpoint={attngan_export}", "caption=bird", "num_images=1",
+        f"out_dir={mine}", cwd=cwd)
+    proc = run(str(ROOT / "tools/generate.py"), f"checkpoint={attngan_export}", "caption=bird", "num_images=1",
+               f"out_dir={mine}", cwd=cwd, check=False)
+    assert proc.returncode == 2 and "overwrite=true" in proc.stderr
+    run(str(ROOT / "tools/generate.py"), f"checkpoint={attngan_export}", "caption=bird", "num_images=1",
+        f"out_dir={mine}", "overwrite=true", cwd=cwd)
+
+
+@pytest.mark.parametrize("case", BAD["train"], ids=lambda c: " ".join(c["args"])[:40])
+def test_train_settings_are_checked_before_any_work(case, tmp_path):
+    import torch
+
+    from t2i.config import compose
+    from t2i.errors import T2IError
+
+    if case.get("needs_no_gpu") and torch.cuda.is_available():
+        pytest.skip("the case is about a machine without a GPU")
+    tool = _load_tool("train")
+    cfg = compose("train", [f"run_dir={tmp_path / 'run'}", *_fill(case["args"], tmp_path)])
+    with pytest.raises(T2IError) as info:
+        tool.check_settings(cfg)
+    assert case["message"] in str(info.value) and "\n" not in str(info.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_bad_values_as_a_user_types_them_and_no_checkpoint_is_lost(workdir, attngan_export, tmp_path):
+    """The subprocess rows, in a run directory that holds a checkpoint: each refused, the checkpoint untouched;
+    then resume=never starts over and keeps the old checkpoint aside."""
+    work, common = workdir
+    run_dir = attngan_export.parent
+    before = (run_dir / "checkpoint.pt").read_bytes()
+    for case in BAD["train"]:
+        if case.get("where") != "subprocess":
+            continue
+        args = _fill(case["args"], tmp_path)
+        if not any(a.startswith("run_dir=") for a in args):
+            args.append(f"run_dir={run_dir}")
+        proc = run(str(ROOT / "tools/train.py"), "model=attngan", *args, cwd=work, check=False)
+        lines = [line for line in proc.stderr.strip().splitlines() if line.startswith("error:")]
+        assert proc.returncode == 2 and len(lines) == 1 and case["message"] in lines[0], (case, proc.stderr[-1500:])
+        assert "Traceback" not in proc.stderr
+    assert (run_dir / "checkpoint.pt").read_bytes() == before
+
+
+def test_batch_larger_than_the_training_set_is_an_error_not_a_hang(workdir, tmp_path):
+    work, common = workdir
+    for model in ("damsm", "attngan"):
+        args = [f"model={model}", f"run_dir={tmp_path / model}", f"encoder.checkpoint={work / 'damsm'}", *common,
+                "train.batch_size=500", "train.max_steps=2"]
+        proc = run(str(ROOT / "tools/train.py"), *args, cwd=work, check=False)
+        assert proc.returncode == 2 and "larger than the training set" in proc.stderr, proc.stderr[-1500:]
+        assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("case", BAD["evaluate"], ids=lambda c: " ".join(c["args"])[:40])
+def test_evaluate_settings_are_checked_before_any_work(case, tmp_path):
+    from t2i.config import compose
+    from t2i.errors import T2IError
+
+    tool = _load_tool("evaluate")
+    if case.get("setup") == "evaluated":
+        (tmp_path / "ev").mkdir()
+        (tmp_path / "ev" / "metrics.json").write_text("{}")
+    cfg = compose("evaluate", _fill(case["args"], tmp_path))
+    with pytest.raises(T2IError) as info:
+        tool.check_settings(cfg)
+        tool.output_folder(cfg)
+    assert case["message"] in str(info.value) and "\n" not in str(info.value)
