@@ -159,7 +159,8 @@ def _make_imagefolder(root: Path, fmt: str = "jsonl", n: int = 6, captions: int 
         folder = root / ("test" if folders and i % 3 == 2 else "train") if folders else root
         name = f"img_{i:03d}.{'png' if i % 2 else 'jpg'}"
         write_image(folder / name, size, seed=i)
-        caps = [f"a {COLOURS[i % len(COLOURS)]} bird with {COLOURS[(i + k + 1) % len(COLOURS)]} wings" for k in range(captions)]
+        caps = [f"a {COLOURS[i % len(COLOURS)]} bird with {COLOURS[(i + k + 1) % len(COLOURS)]} wings"
+                for k in range(captions)]
         extra = {"label": f"class_{i % classes}"} if classes else {}
         if fmt == "jsonl" and not repeated_rows:
             rows_by_folder.setdefault(folder, []).append({"file_name": name, "text": caps, **extra})

@@ -58,8 +58,9 @@ def prepare_official(cfg: DictConfig) -> None:
     else:
         raise ConfigError(f"source=official builds data=cub, coco or coco_json from their archives, not data={name}")
     print(f"root:     {root.resolve()} ({name}, {manifest['layout']} layout)")
+    classes = manifest.get("classes")
     print(f"images:   {manifest['images']['train']} train / {manifest['images']['test']} test"
-          + (f" ({manifest['classes']['train']} / {manifest['classes']['test']} classes)" if "classes" in manifest else ""))
+          + (f" ({classes['train']} / {classes['test']} classes)" if classes else ""))
     for rec in manifest["archives"]:
         state = {True: "matches the published sha256", False: "NOT the published archive (checksum=record)",
                  None: "no published checksum; recorded"}[rec["verified"]]

@@ -417,7 +417,8 @@ def prepare_cub(images_archive: str | os.PathLike | None, captions_archive: str 
             cls = key.split("/", 1)[0]
             which = "train" if cls in species["train"] else "test" if cls in species["test"] else None
             if which is None:
-                raise DataError(f"{captions_archive}: class {cls} is in neither trainvalclasses.txt nor testclasses.txt")
+                raise DataError(f"{captions_archive}: class {cls} is in neither trainvalclasses.txt "
+                                "nor testclasses.txt")
             if texts[key] < captions_per_image:
                 bad("short caption file", f"{captions_archive}: text_c10/{key}.txt has {texts[key]} usable "
                                           f"captions, fewer than {captions_per_image}")
@@ -455,7 +456,8 @@ def _coco_captions(data: bytes, archive: Path, member: str) -> tuple[list[dict],
         for img in images:
             int(img["id"]), str(img["file_name"])
     except (UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
-        raise DataError(f"{archive}: {member} is not a COCO captions file ({type(exc).__name__}: {str(exc)[:120]})") from None
+        raise DataError(f"{archive}: {member} is not a COCO captions file "
+                        f"({type(exc).__name__}: {str(exc)[:120]})") from None
     return images, by_image
 
 

@@ -167,7 +167,8 @@ def test_coco_bad_archives(tmp_path):
         ((zips["val"], zips["val"], zips["annotations"]), r"val2014.zip is not train2014.zip: it has no member under train2014/"),
         ((zips["train"], partial["val"], zips["annotations"]),
          r"val2014.zip is partial: 1 of the 2 images of annotations/captions_val2014.json are not in it"),
-        ((zips["train"], zips["val"], zips["train"]), r"is not annotations_trainval2014.zip: it has no annotations/captions_train2014.json"),
+        ((zips["train"], zips["val"], zips["train"]),
+         r"is not annotations_trainval2014.zip: it has no annotations/captions_train2014.json"),
         ((zips["train"], zips["val"], None), r"no annotations_trainval2014.zip given: pass archives.annotations="),
     ]
     for paths, message in cases:

@@ -232,7 +232,8 @@ def test_mixed_formats_and_sizes_are_converted(tmp_path, write_image_file):
     src = ImageFolderSource(root, test_fraction=0.3)
     records = src.records("train") + src.records("test")
     assert len(records) == 7
-    ds = TextImageDataset(records, Vocabulary.build([tokenize(c) for r in records for c in r.captions]), base_size=8, num_stages=2, train=False,
+    vocab = Vocabulary.build([tokenize(c) for r in records for c in r.captions])
+    ds = TextImageDataset(records, vocab, base_size=8, num_stages=2, train=False,
                           wrong_captions=False)
     for i in range(len(ds)):
         images = ds[i]["images"]
