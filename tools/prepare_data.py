@@ -67,7 +67,7 @@ def prepare_official(cfg: DictConfig) -> None:
         print(f"archive:  {rec['file']}: sha256 {rec['sha256']} ({state})")
     if manifest["skipped"]:
         print(f"skipped:  {manifest['skipped']}")
-    print(f"time:     {time.perf_counter() - start:.1f} s; manifest {root / archives.MANIFEST}")
+    print(f"time:     {time.perf_counter() - start:.2f} s; manifest {root / archives.MANIFEST}")
 
 
 def check_imagefolder(cfg: DictConfig) -> None:
@@ -112,7 +112,7 @@ def check_imagefolder(cfg: DictConfig) -> None:
     skipped = dict(source.skipped, **({"unreadable image": len(unreadable)} if unreadable else {}))
     if skipped:
         print(f"skipped:    {skipped}")
-    print(f"time:       {time.perf_counter() - start:.1f} s")
+    print(f"time:       {time.perf_counter() - start:.2f} s")
 
 
 def prepare(cfg: DictConfig) -> None:
