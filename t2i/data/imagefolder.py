@@ -102,7 +102,7 @@ class ImageFolderSource(SourceBase):
         if split_by not in ("image", "class"):
             raise ValueError(f"split_by must be 'image' or 'class', not {split_by!r}")
         if split_by == "class" and not class_column:
-            raise DataError("split_by=class needs a class column: set data.source.class_column=<column>")
+            raise DataError("split_by=class needs a class column: set data.class_column=<column>")
         if not 0.0 < float(test_fraction) < 1.0:
             raise ValueError(f"test_fraction must be between 0 and 1 (exclusive), not {test_fraction}")
         if max_captions is not None and int(max_captions) < 1:
@@ -221,7 +221,7 @@ class ImageFolderSource(SourceBase):
                             "fill it or set data.caption_column=<column>")
         if self.class_column and self.class_column not in columns:
             raise DataError(f"{path} has no class column {self.class_column!r} (columns: {listed}); "
-                            "set data.source.class_column=<column> or null")
+                            "set data.class_column=<column> or null")
 
     @staticmethod
     def _captions_of(value) -> list[str]:
