@@ -158,11 +158,16 @@ class _Staging:
 
     def __init__(self, root: Path, force: bool):
         self.root = Path(root)
-        if self.root.exists() and (not self.root.is_dir() or any(self.root.iterdir())) and not force:
-            raise DataError(f"{self.root} already exists and is not empty; pass force=true to replace it, "
-                            "or data.root=<another folder>")
+        self.check(self.root, force)
         self.root.parent.mkdir(parents=True, exist_ok=True)
         self.dir = Path(tempfile.mkdtemp(prefix=f".{self.root.name}.partial-", dir=self.root.parent))
+
+    @staticmethod
+    def check(root: Path, force: bool) -> None:
+        """Refuse a non-empty ``root`` unless ``force`` (called before the archives are read)."""
+        if root.exists() and (not root.is_dir() or any(root.iterdir())) and not force:
+            raise DataError(f"{root} already exists and is not empty; pass force=true to replace it, "
+                            "or data.root=<another folder>")
 
     def __enter__(self) -> "_Staging":
         return self
@@ -316,6 +321,7 @@ def prepare_cub(images_archive: str | os.PathLike | None, captions_archive: str 
         DataError: a missing, truncated, partial or unknown archive, or a bad caption file (one line).
     """
     start = time.perf_counter()
+    _Staging.check(Path(root), force)
     records = [check_archive("cub_images", images_archive, "archives.images", checksum),
                check_archive("cub_captions", captions_archive, "archives.captions", checksum)]
     images_archive, captions_archive = Path(records[0]["file"]), Path(records[1]["file"])
@@ -480,6 +486,7 @@ def prepare_coco(train_archive: str | os.PathLike | None, val_archive: str | os.
     if layout not in COCO_LAYOUTS:
         raise DataError(f"COCO layout {layout!r} must be one of {COCO_LAYOUTS}")
     start = time.perf_counter()
+    _Staging.check(Path(root), force)
     records = [check_archive("coco_train", train_archive, "archives.train", checksum),
                check_archive("coco_val", val_archive, "archives.val", checksum),
                check_archive("coco_annotations", annotations_archive, "archives.annotations", checksum)]

@@ -124,7 +124,7 @@ def test_existing_root_is_kept_unless_forced(tmp_path, cub_archives):
     root = tmp_path / "birds"
     (root / "mine").mkdir(parents=True)
     with pytest.raises(DataError, match="already exists and is not empty; pass force=true"):
-        prepare_cub(images, captions, root, checksum="record")
+        prepare_cub(tmp_path / "not_read_yet.tgz", captions, root, checksum="record")  # before any archive is read
     assert (root / "mine").is_dir()
     prepare_cub(images, captions, root, checksum="record", force=True)
     assert not (root / "mine").exists() and (root / "prepared.json").is_file() and _no_leftovers(tmp_path)
