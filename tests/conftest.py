@@ -6,10 +6,12 @@ Fixtures:
     make_coco_attngan(root, **kw)       images/, text/, {train,test}/filenames.pickle
     make_coco_json(root, **kw)          annotations/captions_{train,val}2014.json, train2014/, val2014/
     write_image(path, size, mode, color) a small image file in any PIL mode
+    make_imagefolder(root, **kw)        Hugging Face image folder: images + metadata.jsonl or metadata.csv
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import pickle
@@ -144,6 +146,40 @@ def _make_coco_json(root: Path, n_train: int = 3, n_test: int = 2, captions: int
         (root / "annotations" / f"captions_{folder}.json").write_text(
             json.dumps({"info": {}, "images": images, "annotations": anns}))
     return root
+
+
+def _make_imagefolder(root: Path, fmt: str = "jsonl", n: int = 6, captions: int = 2, classes: int | None = None,
+                      folders: bool = False, size: tuple[int, int] = (40, 30), repeated_rows: bool = False) -> Path:
+    """A tiny Hugging Face image folder: ``n`` JPEG/PNG images (alternating) with ``captions`` captions each
+    (a list value in JSONL, or with ``repeated_rows`` one row per caption; CSV always repeats rows), a ``label``
+    column when ``classes`` is given, and with ``folders`` the images split into ``train/`` and ``test/``."""
+    root = Path(root)
+    rows_by_folder: dict[Path, list[dict]] = {}
+    for i in range(n):
+        folder = root / ("test" if folders and i % 3 == 2 else "train") if folders else root
+        name = f"img_{i:03d}.{'png' if i % 2 else 'jpg'}"
+        write_image(folder / name, size, seed=i)
+        caps = [f"a {COLOURS[i % len(COLOURS)]} bird with {COLOURS[(i + k + 1) % len(COLOURS)]} wings"
+                for k in range(captions)]
+        extra = {"label": f"class_{i % classes}"} if classes else {}
+        if fmt == "jsonl" and not repeated_rows:
+            rows_by_folder.setdefault(folder, []).append({"file_name": name, "text": caps, **extra})
+        else:
+            rows_by_folder.setdefault(folder, []).extend({"file_name": name, "text": c, **extra} for c in caps)
+    for folder, rows in rows_by_folder.items():
+        if fmt == "jsonl":
+            (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        else:
+            with open(folder / "metadata.csv", "w", newline="", encoding="utf-8") as f:
+                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+    return root
+
+
+@pytest.fixture
+def make_imagefolder():
+    return _make_imagefolder
 
 
 @pytest.fixture

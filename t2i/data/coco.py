@@ -4,7 +4,8 @@
 
     images/<name>.jpg                 train2014 and val2014 images together
     text/<name>.txt                   5 captions per image
-    {train,test}/filenames.pickle     train = train2014, test = val2014 (AttnGAN)
+    {train,test}/filenames.pickle     train = train2014, test = val2014 (AttnGAN); or filenames.json
+                                      (written by ``tools/prepare_data.py data=coco source=official``)
 
 ``layout="json"`` (as downloaded from cocodataset.org)::
 
@@ -23,8 +24,7 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
-from t2i.data.cub import SourceBase, read_caption_file
-from t2i.data.safe_pickle import safe_load
+from t2i.data.cub import SourceBase, read_caption_file, read_split_list
 from t2i.data.text import is_usable_caption
 from t2i.errors import DataError
 from t2i.structures import Record
@@ -82,12 +82,13 @@ class COCOSource(SourceBase):
 
     def _attngan_records(self, split: str) -> list[Record]:
         split_dir = self.root / split
-        names = safe_load(split_dir / "filenames.pickle")
+        names = read_split_list(split_dir, "filenames")
         if not isinstance(names, (list, tuple)):
             raise DataError(f"{split_dir / 'filenames.pickle'} must hold a list of image names")
         names = [n.decode("latin1") if isinstance(n, bytes) else str(n) for n in names]
-        info_path = split_dir / "class_info.pickle"
-        class_ids = [int(c) for c in safe_load(info_path)] if info_path.is_file() else list(range(len(names)))
+        info_path = split_dir / "class_info.*"
+        info = read_split_list(split_dir, "class_info", required=False)
+        class_ids = [int(c) for c in info] if info is not None else list(range(len(names)))
         if len(class_ids) != len(names):
             raise DataError(f"{info_path} has {len(class_ids)} class ids for {len(names)} filenames")
         return [Record(key=name, image_path=self.root / "images" / f"{name}.jpg",

@@ -11,6 +11,8 @@ Layout under ``root`` (AttnGAN's ``data/birds``: ``birds.zip`` metadata + ``CUB_
     text/<key>.txt                          captions, one per line (CUB: 10)
     {train,test}/filenames.pickle           list of keys (AttnGAN split: 150 / 50 species)
     {train,test}/class_info.pickle          class id of each key
+    ({train,test}/filenames.json, class_info.json: the same lists as JSON, written by
+     ``tools/prepare_data.py data=cub source=official``; read in preference to the pickles)
 
 This mirrors AttnGAN ``code/datasets.py`` (``load_bbox``, ``load_captions``, ``load_filenames``,
 ``load_class_id``); the metadata pickles are read with :mod:`t2i.data.safe_pickle`.
@@ -30,7 +32,7 @@ from t2i.data.text import Vocabulary, is_usable_caption, tokenize
 from t2i.errors import DataError
 from t2i.structures import Record
 
-__all__ = ["CUBSource", "SourceBase", "crop_box", "read_caption_file", "SPLITS"]
+__all__ = ["CUBSource", "SourceBase", "crop_box", "read_caption_file", "read_split_list", "SPLITS"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,29 @@ def read_caption_file(path: str | os.PathLike, captions_per_image: int) -> list[
         raise DataError(f"caption file {path} has {len(captions)} usable captions, fewer than "
                         f"captions_per_image={captions_per_image}; fix the file or lower captions_per_image")
     return captions
+
+
+def read_split_list(split_dir: Path, stem: str, required: bool = True) -> list | None:
+    """A split's list ``<stem>.json`` (as ``tools/prepare_data.py source=official`` writes it), else
+    AttnGAN's ``<stem>.pickle`` through the restricted unpickler; None when neither is there and not
+    ``required``.
+
+    Raises:
+        DataError: unreadable JSON, JSON that is not a list, or a missing/refused pickle.
+    """
+    path = split_dir / f"{stem}.json"
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise DataError(f"cannot read {path}: {exc}") from None
+        if not isinstance(data, list):
+            raise DataError(f"{path} must hold a JSON list, not {type(data).__name__}")
+        return data
+    path = split_dir / f"{stem}.pickle"
+    if not required and not path.is_file():
+        return None
+    return safe_load(path)
 
 
 def _read_table(path: Path, min_fields: int) -> list[list[str]]:
@@ -153,7 +178,8 @@ class SourceBase:
 
     def _metadata_files(self) -> list[Path]:
         """Files whose change invalidates the cached vocabulary (split lists, render marker, ...)."""
-        return [self.root / s / "filenames.pickle" for s in SPLITS] + [self.root / ATTNGAN_CAPTIONS,
+        return [self.root / s / f"filenames.{ext}" for s in SPLITS for ext in ("pickle", "json")] + [
+            self.root / ATTNGAN_CAPTIONS,
                                                                          self.root / "synthbirds.json"]
 
     def _fingerprint(self) -> str:
@@ -270,13 +296,14 @@ class CUBSource(SourceBase):
                 raise DataError(f"{self.cub_dir / 'image_class_labels.txt'} is needed with split_source=official")
             return ([os.path.splitext(meta["images"][i])[0] for i in ids], [meta["labels"][i] for i in ids])
         split_dir = self.root / split
-        names = safe_load(split_dir / "filenames.pickle")
+        names = read_split_list(split_dir, "filenames")
         if not isinstance(names, (list, tuple)) or not all(isinstance(n, (str, bytes)) for n in names):
             raise DataError(f"{split_dir / 'filenames.pickle'} must hold a list of file keys")
         keys = [n.decode("latin1") if isinstance(n, bytes) else n for n in names]
-        info_path = split_dir / "class_info.pickle"
-        if info_path.is_file():
-            class_ids = [int(c) for c in safe_load(info_path)]
+        info = read_split_list(split_dir, "class_info", required=False)
+        info_path = split_dir / "class_info.*"
+        if info is not None:
+            class_ids = [int(c) for c in info]
             if len(class_ids) != len(keys):
                 raise DataError(f"{info_path} has {len(class_ids)} class ids for {len(keys)} filenames")
         elif meta["labels"]:

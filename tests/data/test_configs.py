@@ -12,12 +12,13 @@ from t2i.config import CONF_DIR, compose
 from t2i.errors import ConfigError, DataError
 from t2i.recipes.data import build_datasets, build_source
 
-OPTIONS = {"synthbirds": "cub", "cub": "cub", "coco": "coco_attngan", "coco_json": "coco_json"}
-EXPECTED = {"synthbirds": (18, 10), "cub": (18, 10), "coco": (12, 5), "coco_json": (12, 5)}
+OPTIONS = {"synthbirds": "cub", "cub": "cub", "coco": "coco_attngan", "coco_json": "coco_json",
+           "imagefolder": "imagefolder"}
+EXPECTED = {"synthbirds": (18, 10), "cub": (18, 10), "coco": (12, 5), "coco_json": (12, 5), "imagefolder": (18, None)}
 
 
-def _fixture(kind, root, make_cub, make_coco_attngan, make_coco_json):
-    return {"cub": make_cub, "coco_attngan": make_coco_attngan, "coco_json": make_coco_json}[kind](root)
+def _fixture(kind, root, *makers):
+    return dict(zip(("cub", "coco_attngan", "coco_json", "imagefolder"), makers))[kind](root)
 
 
 def test_every_data_yaml_is_tested():
@@ -26,8 +27,9 @@ def test_every_data_yaml_is_tested():
 
 
 @pytest.mark.parametrize("option", sorted(OPTIONS))
-def test_compose_and_build_source(option, tmp_path, monkeypatch, make_cub, make_coco_attngan, make_coco_json):
-    root = _fixture(OPTIONS[option], tmp_path / option, make_cub, make_coco_attngan, make_coco_json)
+def test_compose_and_build_source(option, tmp_path, monkeypatch, make_cub, make_coco_attngan, make_coco_json,
+                                  make_imagefolder):
+    root = _fixture(OPTIONS[option], tmp_path / option, make_cub, make_coco_attngan, make_coco_json, make_imagefolder)
     cfg = compose("prepare_data", [f"data={option}", f"data.root={root}"])
     assert (cfg.data.words_num, cfg.data.captions_per_image) == EXPECTED[option]
     if option == "synthbirds":
@@ -43,7 +45,7 @@ def test_unknown_option_reported_by_hydra():
         compose("prepare_data", ["data=nosuchdata"])
 
 
-@pytest.mark.parametrize("option", ["cub", "coco", "coco_json"])
+@pytest.mark.parametrize("option", ["cub", "coco", "coco_json", "imagefolder"])
 def test_missing_root_points_at_readme(option, tmp_path):
     cfg = compose("prepare_data", [f"data={option}", f"data.root={tmp_path / 'missing'}"])
     with pytest.raises(DataError, match=r"data/README\.md"):
