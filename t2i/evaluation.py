@@ -41,12 +41,12 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from t2i.data.attributes import colour_attributes, colour_schema, parse_caption_attributes
 from t2i.data.dataset import TextImageDataset
 from t2i.data.text import Vocabulary, tokenize
 from t2i.errors import CheckpointError, ConfigError, DataError, WeightsError
-from t2i.metrics.attribute_accuracy import (AttributeClassifier, attribute_accuracy, colour_attributes, colour_schema,
-                                            load_attribute_classifier, named_to_labels, parse_caption_attributes,
-                                            save_attribute_classifier, train_attribute_classifier)
+from t2i.metrics.attribute_accuracy import (AttributeClassifier, attribute_accuracy, load_attribute_classifier,
+                                            named_to_labels, save_attribute_classifier, train_attribute_classifier)
 from t2i.metrics.fid import FeatureStatistics, feature_statistics, frechet_distance, load_statistics, save_statistics
 from t2i.metrics.inception import FID_WEIGHTS_FILE, FIDInceptionV3, packaged_network_path
 from t2i.metrics.inception_score import inception_score

@@ -16,7 +16,8 @@ import t2i.evaluation as ev
 from t2i.data.cub import CUBSource
 from t2i.data.dataset import TextImageDataset
 from t2i.errors import DataError, WeightsError
-from t2i.metrics.attribute_accuracy import AttributeClassifier, parse_caption_attributes, save_attribute_classifier
+from t2i.data.attributes import parse_caption_attributes
+from t2i.metrics.attribute_accuracy import AttributeClassifier, save_attribute_classifier
 from t2i.metrics.fid import frechet_distance, load_statistics
 from t2i.metrics.r_precision import caption_hits
 from t2i.models.factory import build_from_spec, make_spec
