@@ -81,3 +81,12 @@ def test_strict_loading_names_the_first_mismatch():
         load_state_dict_strict(model, {k: v for k, v in state.items() if k != "0.bias"}, "model")
     old = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
     load_state_dict_strict(model, fill_batchnorm_counters(model, old), "model")
+
+
+def test_the_renderer_and_io_do_not_import_torch():
+    """Render worker processes import t2i.data.synthbirds (which writes through t2i.io) without torch."""
+    import subprocess
+    import sys
+
+    code = "import sys, t2i.io, t2i.data.synthbirds.render; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
