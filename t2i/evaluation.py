@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 
 from t2i.data.attributes import colour_attributes, colour_schema, parse_caption_attributes
 from t2i.data.dataset import TextImageDataset
-from t2i.data.text import Vocabulary, tokenize
+from t2i.data.text import Vocabulary
 from t2i.errors import CheckpointError, ConfigError, DataError, WeightsError
 from t2i.metrics.attribute_accuracy import (AttributeClassifier, attribute_accuracy, load_attribute_classifier,
                                             named_to_labels, save_attribute_classifier, train_attribute_classifier)
@@ -56,7 +56,7 @@ from t2i.metrics.r_precision import caption_hits, fold_means, sample_mismatched_
 from t2i.metrics.registry import METRICS
 from t2i.pipeline import Text2ImagePipeline
 from t2i.runtime import Precision
-from t2i.structures import Batch, Record
+from t2i.structures import Record
 from t2i.io import atomic_write
 from t2i.models.damsm import (IMAGE_NAME, TEXT_NAME, find_encoder, load_image_encoder, load_text_encoder,
                               text_encoder_vocab)
@@ -488,21 +488,9 @@ class DAMSMScorer:
     def sentence_vectors(self, captions: Sequence[str], batch_size: int = 256, progress: bool = False) -> Tensor:
         """``[N, D]`` sentence vectors of caption strings (unknown words dropped; first ``words_num`` words kept)."""
         out = []
-        empty = 0
         for start in tqdm(range(0, len(captions), batch_size), desc="DAMSM captions", disable=not progress, leave=False):
-            texts = list(captions[start:start + batch_size])
-            ids = [self.vocab.encode(tokenize(t))[: self.words_num] for t in texts]
-            empty += sum(not x for x in ids)
-            ids = [x or [self.vocab.pad_id] for x in ids]  # a caption with no known word: one <end> token
-            lengths = torch.tensor([len(x) for x in ids])
-            padded = torch.zeros(len(ids), int(lengths.max()), dtype=torch.long)
-            for row, x in enumerate(ids):
-                padded[row, :len(x)] = torch.tensor(x)
-            batch = Batch(images=[], captions=padded.to(self.device), lengths=lengths.to(self.device),
-                          class_ids=torch.zeros(len(ids), dtype=torch.long, device=self.device), caption_texts=texts)
-            out.append(self.text_encoder.encode(batch).sentence.float().cpu())
-        if empty:
-            log.warning("%d captions have no word in the DAMSM vocabulary", empty)
+            encoded = self.vocab.encode_captions(list(captions[start:start + batch_size]), self.words_num, empty="end")
+            out.append(self.text_encoder.encode_captions(encoded.to(self.device)).sentence.float().cpu())
         return torch.cat(out)
 
     @torch.no_grad()
