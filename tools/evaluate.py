@@ -89,10 +89,7 @@ def main(cfg: DictConfig) -> None:
         stats_cache=option(m, "stats_cache"), damsm_dir=option(m.r_precision, "damsm"), vocab=vocab, words_num=words_num,
         attribute_classifier=option(m.attribute_accuracy, "classifier"),
         attribute_options=to_container(m.attribute_accuracy),
-        settings={"is_splits": int(m["is"].splits), "is_num_classes": option(m["is"], "num_classes"),
-                  "kid_subsets": int(m.kid.num_subsets), "kid_subset_size": int(m.kid.max_subset_size),
-                  "folds": int(m.r_precision.folds), "mismatched": int(m.r_precision.mismatched),
-                  "drop_last_per_fold": bool(m.r_precision.drop_last_per_fold)},
+        options={name: to_container(m[name]) for name in names if m.get(name) is not None},
         precision=str(m.precision), device=device, seed=seed)
 
     # (4) the images and the metrics
