@@ -36,6 +36,23 @@ def build(node: Any, **runtime: Any) -> Any:
         raise
 
 
+def option(node: Any, key: str, default: Any = None) -> Any:
+    """``node.key``, or ``default`` when the node is None, has no such key, or holds null.
+
+    The one config getter of the recipes and tools (a config node, a dict, or any object with attributes).
+    """
+    if node is None:
+        return default
+    value = node.get(key, default) if hasattr(node, "get") else getattr(node, key, default)
+    return default if value is None else value
+
+
+def run_option(cfg: Any, key: str, default: Any = None) -> Any:
+    """``train.<key>`` when set (not null), else ``model.<key>``, else ``default``: the run settings
+    (``conf/train/*.yaml``: batch size, max steps) override the model's own defaults."""
+    return option(cfg.train, key, option(cfg.model, key, default))
+
+
 def to_container(node: Any) -> Any:
     """A resolved plain ``dict``/``list`` copy of a config node (for checkpoints and exports)."""
     if isinstance(node, DictConfig) or OmegaConf.is_config(node):

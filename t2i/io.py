@@ -1,6 +1,7 @@
 """Base file I/O for every layer: atomic writes, safe checkpoint loading, strict state-dict loading.
 
-This module sits at the bottom layer (it imports only torch and ``t2i.errors``), so data, models,
+This module sits at the bottom layer (it imports only ``t2i.errors``; torch when a checkpoint is read or
+written, so the synthetic-bird render workers stay light), so data, models,
 metrics, the pipeline and the trainers all write and read files the same way.
 
 A checkpoint is a dict saved with ``torch.save``::
@@ -23,11 +24,12 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable
-
-import torch
+from typing import TYPE_CHECKING, Any, Iterable
 
 from t2i.errors import CheckpointError, DiskFullError, TrainingError
+
+if TYPE_CHECKING:
+    import torch
 
 FORMAT = "t2i"
 VERSION = 1
@@ -111,6 +113,8 @@ def non_finite(tensors: Any, prefix: str = "") -> str | None:
 
     Walks dicts, lists and tuples (model and optimiser state dicts alike).
     """
+    import torch
+
     if isinstance(tensors, torch.Tensor):
         if tensors.is_floating_point() and not bool(torch.isfinite(tensors).all()):
             return prefix or "tensor"
@@ -177,6 +181,8 @@ def save_checkpoint(path: str | os.PathLike, kind: str, payload: dict[str, Any])
         step = f" at step {payload['step']}" if "step" in payload else ""
         raise TrainingError(f"{bad} became NaN/inf{step}, so it was not saved; {kept}; lower the learning rate "
                             "(or use train.precision=fp32), then resume")
+    import torch
+
     data = {"format": FORMAT, "version": VERSION, "kind": kind, **payload}
     return atomic_write(path, lambda tmp: torch.save(data, tmp))
 
@@ -199,6 +205,8 @@ def load_checkpoint(path: str | os.PathLike, kinds: str | Iterable[str] | None =
     Raises:
         CheckpointError: the file is missing, unreadable, not a t2i checkpoint, or of another kind.
     """
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; check the path (train a model first with tools/train.py)")
@@ -252,6 +260,8 @@ def load_state_dict_strict(module: torch.nn.Module, state: dict, what: str, path
 def fill_batchnorm_counters(module: torch.nn.Module, state: dict) -> dict:
     """Add BatchNorm ``num_batches_tracked`` entries that state dicts saved by PyTorch < 0.4.1 lack
     (AttnGAN's released encoders, the pytorch-fid Inception), so strict loading can check everything else."""
+    import torch
+
     state = dict(state)
     for key, value in module.state_dict().items():
         if key.endswith("num_batches_tracked") and key not in state:

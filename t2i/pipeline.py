@@ -14,25 +14,13 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from t2i.data.text import Vocabulary, tokenize
-from t2i.errors import CaptionError
+from t2i.data.text import Vocabulary
 from t2i.export import read_export
 from t2i.models.layers import fold_batchnorm
 from t2i.runtime import Precision
-from t2i.structures import Batch, TextEmbedding
+from t2i.structures import CaptionBatch, TextEmbedding
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class EncodedCaptions:
-    """Captions after tokenisation: ids ``[B, T]``, lengths ``[B]``, the kept words and the dropped ones."""
-
-    ids: Tensor
-    lengths: Tensor
-    words: list[list[str]]
-    unknown: list[list[str]]
-    texts: list[str]
 
 
 @dataclass
@@ -79,44 +67,18 @@ class Text2ImagePipeline:
                    words_num=export.words_num, device=device, precision=precision)
 
     # ------------------------------------------------------------------ text
-    def encode_captions(self, captions: Sequence[str]) -> EncodedCaptions:
-        """Tokenise as AttnGAN does; unknown words are dropped with a warning.
+    def encode_captions(self, captions: Sequence[str] | str) -> CaptionBatch:
+        """Tokenise as AttnGAN does (:meth:`Vocabulary.encode_captions`); unknown words are dropped with a warning.
 
         Raises:
             CaptionError: a caption that is empty or has no known word.
         """
-        if isinstance(captions, str):
-            captions = [captions]
-        ids, kept_words, unknown_words = [], [], []
-        for caption in captions:
-            tokens = tokenize(caption)
-            if not tokens:
-                raise CaptionError(f"caption {caption!r} has no words; give a description such as 'a bird with a green crown'")
-            unknown: list[str] = []
-            kept = [t for t in tokens if self.vocab.encode([t], unknown_words=unknown)]
-            if not kept:
-                raise CaptionError(f"none of the words of {caption!r} is in the model's vocabulary; "
-                                   f"try words like {', '.join(w for w, _ in self.vocab.most_common(8) if w not in ('<end>', '<unk>'))}")
-            if unknown:
-                log.warning("unknown words dropped from %r: %s", caption, ", ".join(unknown))
-            if len(kept) > self.words_num:
-                log.warning("caption %r has %d known words; keeping the first %d", caption, len(kept), self.words_num)
-                kept = kept[: self.words_num]
-            ids.append(self.vocab.encode(kept))
-            kept_words.append(kept)
-            unknown_words.append(unknown)
-        lengths = torch.tensor([len(x) for x in ids])
-        padded = torch.zeros(len(ids), int(lengths.max()), dtype=torch.long)
-        for i, row in enumerate(ids):
-            padded[i, : len(row)] = torch.tensor(row)
-        return EncodedCaptions(padded, lengths, kept_words, unknown_words, list(captions))
+        return self.vocab.encode_captions(captions, self.words_num)
 
     @torch.no_grad()
-    def embed(self, encoded: EncodedCaptions) -> TextEmbedding:
-        batch = Batch(images=[], captions=encoded.ids.to(self.device), lengths=encoded.lengths.to(self.device),
-                      class_ids=torch.zeros(len(encoded.lengths), dtype=torch.long, device=self.device),
-                      caption_texts=[" ".join(w) for w in encoded.words])
-        return self.text_encoder.encode(batch)
+    def embed(self, encoded: CaptionBatch) -> TextEmbedding:
+        """Text features of encoded captions: the text encoder reads them as in training."""
+        return self.text_encoder.encode_captions(encoded.to(self.device))
 
     # ------------------------------------------------------------------ images
     def noise(self, n: int, seed: int) -> Tensor:
@@ -134,7 +96,7 @@ class Text2ImagePipeline:
                               attn_maps=[a.float() for a in out.attn_maps], words=[], captions=[],
                               canvases=canvases)
 
-    def generate_encoded(self, encoded: EncodedCaptions, seed: int = 0) -> PipelineOutput:
+    def generate_encoded(self, encoded: CaptionBatch, seed: int = 0) -> PipelineOutput:
         """One image per encoded caption, noise from ``seed``: the GAN path (text encoder, noise, generator) or
         alignDRAW's own caption encoder and prior."""
         if self.text_encoder is None:
@@ -156,7 +118,7 @@ class Text2ImagePipeline:
         return out
 
     @torch.no_grad()
-    def _generate_aligndraw(self, encoded: EncodedCaptions, num_images: int, seed: int) -> PipelineOutput:
+    def _generate_aligndraw(self, encoded: CaptionBatch, num_images: int, seed: int) -> PipelineOutput:
         reps = torch.arange(len(encoded.texts)).repeat_interleave(num_images)
         gen = torch.Generator(device=self.device).manual_seed(seed)
         out = self.generator.generate(encoded.ids[reps].to(self.device), encoded.lengths[reps].to(self.device),

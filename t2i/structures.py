@@ -82,6 +82,31 @@ class Record:
 
 
 @dataclass
+class CaptionBatch(_TensorStruct):
+    """Captions as every text encoder reads them (``text_encoder.encode_captions``): the one caption path.
+
+    A vocabulary-based encoder (BiLSTM, GRU) reads ``ids``/``lengths``; a tokenising one (BERT, MiniLM) reads
+    ``texts``, the raw caption strings, which are the same at training, generation and evaluation.
+
+    Attributes:
+        ids: ``[B, T]`` token ids, zero-padded.
+        lengths: ``[B]`` number of ids per caption (>= 1).
+        texts: the ``B`` raw caption strings.
+        words: the vocabulary words kept per caption (for labelling attention maps); empty when unknown.
+        unknown: the words dropped per caption as not in the vocabulary.
+    """
+
+    ids: Tensor
+    lengths: Tensor
+    texts: list[str]
+    words: list[list[str]] = field(default_factory=list)
+    unknown: list[list[str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return self.ids.shape[0]
+
+
+@dataclass
 class Batch(_TensorStruct):
     """A collated training or evaluation batch.
 
@@ -113,6 +138,16 @@ class Batch(_TensorStruct):
         """``[B, T]`` True at padding."""
         steps = torch.arange(self.captions.shape[1], device=self.captions.device)
         return steps[None, :] >= self.lengths[:, None]
+
+    def caption_batch(self) -> CaptionBatch:
+        """The batch's captions for ``text_encoder.encode_captions``."""
+        return CaptionBatch(self.captions, self.lengths, list(self.caption_texts))
+
+    def wrong_caption_batch(self) -> CaptionBatch | None:
+        """The mismatched captions for ``text_encoder.encode_captions`` (None without them)."""
+        if self.wrong_captions is None:
+            return None
+        return CaptionBatch(self.wrong_captions, self.wrong_lengths, list(self.wrong_texts))
 
     def __len__(self) -> int:
         return self.captions.shape[0]

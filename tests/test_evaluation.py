@@ -16,7 +16,8 @@ import t2i.evaluation as ev
 from t2i.data.cub import CUBSource
 from t2i.data.dataset import TextImageDataset
 from t2i.errors import DataError, WeightsError
-from t2i.metrics.attribute_accuracy import AttributeClassifier, parse_caption_attributes, save_attribute_classifier
+from t2i.data.attributes import colour_schema, parse_caption_attributes
+from t2i.metrics.attribute_accuracy import AttributeClassifier, save_attribute_classifier
 from t2i.metrics.fid import frechet_distance, load_statistics
 from t2i.metrics.r_precision import caption_hits
 from t2i.models.factory import build_from_spec, make_spec
@@ -92,13 +93,13 @@ def setup(tmp_path, make_cub):
 
 def suite_for(setup, names, monkeypatch, logits=True, **kw):
     monkeypatch.setattr("t2i.metrics.inception.load_fid_inception", lambda path=None, device="cpu": TinyInception(logits))
-    monkeypatch.setattr(ev, "inception_weights_file", lambda path: None)
+    monkeypatch.setattr("t2i.evaluation.features.inception_weights_file", lambda path: None)
     args = dict(data_name="tiny", runs_dir=setup["runs"], reference_split="test",
                 reference_images=lambda: ev.real_images(setup["test"], batch_size=4, progress=False),
                 train_images=lambda: ev.real_images(setup["train"], batch_size=4, progress=False),
                 caption_records=setup["test"].records, attribute_schema=setup["source"].attribute_schema(),
                 image_size=SIZE, vocab=setup["vocab"], attribute_options={"width": 4, "image_size": 16, "steps": 3},
-                settings={"folds": 2, "is_splits": 2, "kid_subsets": 5, "kid_subset_size": 3},
+                options={"r_precision": {"folds": 2}, "is": {"splits": 2}, "kid": {"num_subsets": 5, "max_subset_size": 3}},
                 inception_weights="fake.pth" if logits else None)
     args.update(kw)
     return ev.build_suite(names, **args)
@@ -193,7 +194,7 @@ def test_evaluate_pipeline_writes_results_with_right_counts(setup, monkeypatch):
 
 
 def test_attribute_ceiling_is_computed_from_the_real_images(setup, monkeypatch):
-    schema = ev.colour_schema(setup["source"].attribute_schema())
+    schema = colour_schema(setup["source"].attribute_schema())
     assert set(schema) == {"crown", "wing", "belly"}  # has_crown_color::red ... -> crown
     torch.manual_seed(0)
     classifier = AttributeClassifier(schema, width=4, image_size=16).eval()
@@ -225,14 +226,16 @@ def test_attribute_classifier_is_trained_once_on_train_images_and_cached(setup, 
 
 def test_r_precision_uses_99_mismatched_captions_of_other_classes(setup, monkeypatch):
     drawn = []
-    original = ev.sample_mismatched_captions
+    import t2i.metrics.registry as registry
+
+    original = registry.sample_mismatched_captions
 
     def spy(class_ids, n, rng=None, pool_class_ids=None):
         idx = original(class_ids, n, rng=rng, pool_class_ids=pool_class_ids)
         drawn.append((np.asarray(class_ids), idx, pool_class_ids))
         return idx
 
-    monkeypatch.setattr(ev, "sample_mismatched_captions", spy)
+    monkeypatch.setattr(registry, "sample_mismatched_captions", spy)
     suite = suite_for(setup, ["r_precision"], monkeypatch)
     result = ev.evaluate(["r_precision"], ev.real_images(setup["test"], batch_size=4, progress=False), suite, seed=5)
     classes, idx, pool_classes = drawn[0]
@@ -296,7 +299,7 @@ def test_inception_score_without_logits_names_the_weights_file(setup, monkeypatc
 
 def test_clear_errors_for_too_few_images_and_nan_images(setup, monkeypatch):
     suite = suite_for(setup, ["is", "r_precision"], monkeypatch)
-    suite.settings.update(is_splits=10)
+    suite.options["is"].update(splits=10)
     few = ev.real_images(setup["test"], n=4, batch_size=4, progress=False)
     with pytest.raises(DataError, match="at least 10 images"):
         ev.evaluate(["is"], few, suite)

@@ -142,3 +142,12 @@ def test_starting_over_keeps_the_old_checkpoint_aside(tmp_path):
     assert not path.exists() and first != second
     assert first.read_text() == "old run" and second.read_text() == "second run"
     assert first.name.startswith("checkpoint-before-") and first.suffix == ".pt"
+
+
+def test_the_renderer_and_io_do_not_import_torch():
+    """Render worker processes import t2i.data.synthbirds (which writes through t2i.io) without torch."""
+    import subprocess
+    import sys
+
+    code = "import sys, t2i.io, t2i.data.synthbirds.render; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)

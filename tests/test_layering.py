@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parent.parent / "t2i"
 
 # Lower number = lower layer. A module may import modules of its own layer or lower.
 LAYERS = {
-    "structures": 0, "errors": 0, "runtime": 0, "io": 0, "validation": 0,
+    "structures": 0, "errors": 0, "runtime": 0, "io": 0, "validation": 0, "workers": 0,
     "data": 1,
     "models": 2, "export": 2,
     "losses": 3,

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from t2i import validation as check
 from t2i.cli import guarded, setup_logging
-from t2i.config import to_container
+from t2i.config import option, to_container
 from t2i.data.dataset import TextImageDataset
 from t2i.evaluation import (attribute_ceiling, build_suite, evaluate, format_table, generated_images, real_images,
                             sha256_file, write_results)
@@ -27,11 +27,6 @@ from t2i.export import resolve_export
 from t2i.pipeline import Text2ImagePipeline
 from t2i.recipes.data import build_source
 from t2i.runtime import configure_threads, resolve_device
-
-
-def _opt(node, key, default=None):
-    value = node.get(key, default) if node is not None else default
-    return default if value is None else value
 
 
 def _fingerprint(records) -> str:
@@ -87,11 +82,11 @@ def main(cfg: DictConfig) -> None:
     # (2) data: both splits in evaluation mode (centre crop, no flip), at the size of the evaluated images
     source = build_source(cfg.data)
     vocab = source.vocabulary()
-    words_num = int(_opt(cfg.data, "words_num", 18))
+    words_num = int(option(cfg.data, "words_num", 18))
 
     def split_records(records) -> TextImageDataset:
         return TextImageDataset(records, vocab, base_size=image_size, num_stages=1, words_num=words_num,
-                                train=False, wrong_captions=False, unknown=str(_opt(cfg.data, "unknown", "drop")))
+                                train=False, wrong_captions=False, unknown=str(option(cfg.data, "unknown", "drop")))
 
     def split(name: str) -> TextImageDataset:
         return split_records(source.records(name))
@@ -119,15 +114,12 @@ def main(cfg: DictConfig) -> None:
             real_images(split("train"), batch_size=batch_size, num_workers=workers, progress=progress),
             real_images(judge_ds, batch_size=batch_size, num_workers=workers, progress=progress)),
         caption_records=test_ds.records, attribute_schema=source.attribute_schema(), image_size=image_size,
-        profile=str(m.profile), inception_weights=_opt(m, "inception_weights"), is_classifier=_opt(m["is"], "classifier"),
-        trust_torchscript=bool(_opt(m["is"], "trust_torchscript", False)),
-        stats_cache=_opt(m, "stats_cache"), damsm_dir=_opt(m.r_precision, "damsm"), vocab=vocab, words_num=words_num,
-        attribute_classifier=_opt(m.attribute_accuracy, "classifier"),
+        profile=str(m.profile), inception_weights=option(m, "inception_weights"), is_classifier=option(m["is"], "classifier"),
+        trust_torchscript=bool(option(m["is"], "trust_torchscript", False)),
+        stats_cache=option(m, "stats_cache"), damsm_dir=option(m.r_precision, "damsm"), vocab=vocab, words_num=words_num,
+        attribute_classifier=option(m.attribute_accuracy, "classifier"),
         attribute_options=to_container(m.attribute_accuracy),
-        settings={"is_splits": int(m["is"].splits), "is_num_classes": _opt(m["is"], "num_classes"),
-                  "kid_subsets": int(m.kid.num_subsets), "kid_subset_size": int(m.kid.max_subset_size),
-                  "folds": int(m.r_precision.folds), "mismatched": int(m.r_precision.mismatched),
-                  "drop_last_per_fold": bool(m.r_precision.drop_last_per_fold)},
+        options={name: to_container(m[name]) for name in names if m.get(name) is not None},
         precision=str(m.precision), device=device, seed=seed)
 
     # (4) the images and the metrics

@@ -24,7 +24,9 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
-from t2i.data.cub import SourceBase, read_caption_file, read_split_list
+from t2i.data.cub import read_caption_file, read_split_list
+from t2i.data.safe_pickle import safe_load
+from t2i.data.source import SourceBase
 from t2i.data.text import is_usable_caption
 from t2i.errors import DataError
 from t2i.structures import Record

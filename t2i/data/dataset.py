@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from t2i.data.images import ImagePyramid, load_image
-from t2i.data.text import UNKNOWN_POLICIES, Vocabulary, tokenize
+from t2i.data.text import UNKNOWN_POLICIES, Vocabulary, pad_ids, tokenize
 from t2i.errors import DataError
 from t2i.structures import Batch, Record
 
@@ -189,13 +189,6 @@ def _stack(tensors: Sequence[Tensor]) -> Tensor:
     return torch.from_numpy(np.stack([t.numpy() for t in tensors]))
 
 
-def _pad(seqs: Sequence[Tensor]) -> Tensor:
-    out = torch.zeros(len(seqs), max(len(s) for s in seqs), dtype=torch.long)  # 0 = <end> = padding
-    for row, s in enumerate(seqs):
-        out[row, :len(s)] = s
-    return out
-
-
 def collate(items: Sequence[dict[str, Any]], wrong_captions: bool = True) -> Batch:
     """Stack items into a :class:`Batch`, sorted by decreasing caption length (AttnGAN ``prepare_data``).
 
@@ -215,7 +208,7 @@ def collate(items: Sequence[dict[str, Any]], wrong_captions: bool = True) -> Bat
     num_stages = len(items[0]["images"])
     batch = Batch(
         images=[_stack([it["images"][s] for it in items]) for s in range(num_stages)],
-        captions=_pad([it["caption"] for it in items]),
+        captions=pad_ids([it["caption"] for it in items])[0],
         lengths=lengths[order],
         class_ids=torch.tensor([it["class_id"] for it in items], dtype=torch.long),
         keys=[it["key"] for it in items],
@@ -226,7 +219,7 @@ def collate(items: Sequence[dict[str, Any]], wrong_captions: bool = True) -> Bat
         if any("wrong_caption" not in it for it in items):
             raise ValueError("items have no mismatched captions (one class only, or wrong_captions=False "
                              "in the dataset); collate with wrong_captions=False")
-        batch.wrong_captions = _pad([it["wrong_caption"] for it in items])
+        batch.wrong_captions = pad_ids([it["wrong_caption"] for it in items])[0]
         batch.wrong_lengths = torch.tensor([it["wrong_length"] for it in items], dtype=torch.long)
     return batch
 

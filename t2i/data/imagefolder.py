@@ -31,7 +31,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from t2i.data.cub import SPLITS, SourceBase
+from t2i.data.source import SPLITS, SourceBase
 from t2i.data.text import Vocabulary, is_usable_caption, tokenize
 from t2i.errors import DataError
 from t2i.structures import Record

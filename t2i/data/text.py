@@ -17,12 +17,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import torch
 from nltk.tokenize import RegexpTokenizer
+from torch import Tensor
 
 from t2i.errors import CaptionError, DataError
 from t2i.io import atomic_write_text
+from t2i.structures import CaptionBatch
 
-__all__ = ["tokenize", "is_usable_caption", "Vocabulary", "END_TOKEN", "UNK_TOKEN", "UNKNOWN_POLICIES"]
+__all__ = ["tokenize", "is_usable_caption", "Vocabulary", "pad_ids", "END_TOKEN", "UNK_TOKEN", "UNKNOWN_POLICIES"]
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +198,54 @@ class Vocabulary:
                         "dropped" if unknown == "drop" else "mapped to <unk>")
         return ids
 
+    def encode_captions(self, captions: Sequence[str] | str, words_num: int | None = None,
+                        empty: str = "error") -> CaptionBatch:
+        """Captions to a :class:`CaptionBatch` for ``text_encoder.encode_captions`` (generation, evaluation, demo).
+
+        Tokenised as AttnGAN does; unknown words are dropped (with a warning) and at most ``words_num`` known
+        words are kept. ``texts`` are the raw captions, what a tokenising encoder reads, as in training.
+
+        Args:
+            captions: caption strings.
+            words_num: longest caption in words (AttnGAN ``TEXT.WORDS_NUM``); None: no limit.
+            empty: ``error`` raises on a caption with no known word; ``end`` encodes it as one ``<end>``
+                token (scoring many captions, where one such caption must not stop the run).
+
+        Raises:
+            CaptionError: (``empty="error"``) a caption that is empty or has no known word.
+        """
+        if isinstance(captions, str):
+            captions = [captions]
+        ids, kept_words, dropped, blank = [], [], [], 0
+        for caption in captions:
+            tokens = tokenize(caption)
+            unknown: list[str] = []
+            row = self.encode(tokens, unknown_words=unknown)
+            kept = [t for t in tokens if t not in set(unknown)]
+            if not row:
+                if empty != "end":
+                    if not tokens:
+                        raise CaptionError(f"caption {caption!r} has no words; give a description such as "
+                                           "'a bird with a green crown'")
+                    common = ", ".join(w for w, _ in self.most_common(8) if w not in (END_TOKEN, UNK_TOKEN))
+                    raise CaptionError(f"none of the words of {caption!r} is in the model's vocabulary; "
+                                       f"try words like {common}")
+                blank += 1
+                row = [self.pad_id]
+            elif unknown and empty != "end":
+                log.warning("unknown words dropped from %r: %s", caption, ", ".join(unknown))
+            if words_num is not None and len(row) > words_num:
+                if empty != "end":
+                    log.warning("caption %r has %d known words; keeping the first %d", caption, len(row), words_num)
+                row, kept = row[:words_num], kept[:words_num]
+            ids.append(row)
+            kept_words.append(kept)
+            dropped.append(unknown)
+        if blank:
+            log.warning("%d captions have no word in the vocabulary", blank)
+        padded, lengths = pad_ids(ids)
+        return CaptionBatch(padded, lengths, list(captions), kept_words, dropped)
+
     def decode(self, ids: Iterable[int], strip_end: bool = True) -> list[str]:
         """Ids back to words; ``<end>`` (padding) is removed when ``strip_end``."""
         words = []
@@ -250,3 +301,12 @@ class Vocabulary:
             return cls.from_dict(data)
         except DataError as exc:
             raise DataError(f"{path}: {exc}") from None
+
+
+def pad_ids(rows: Sequence[Sequence[int] | Tensor]) -> tuple[Tensor, Tensor]:
+    """``(ids [B, T], lengths [B])``: id sequences zero-padded (0 = ``<end>`` = padding) to the longest."""
+    lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
+    out = torch.zeros(len(rows), int(lengths.max()) if len(rows) else 0, dtype=torch.long)
+    for i, row in enumerate(rows):
+        out[i, :len(row)] = torch.as_tensor(row, dtype=torch.long)
+    return out, lengths

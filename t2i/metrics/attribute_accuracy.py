@@ -16,21 +16,18 @@ import itertools
 import logging
 import math
 import os
-import re
 from typing import Iterable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from t2i.data.synthbirds import ATTRIBUTE_PART_NAMES, COLOUR_WORDS, PART_WORDS
-from t2i.data.synthbirds import PARTS as SYNTH_PARTS
+from t2i.data.attributes import Schema
 from t2i.errors import DataError
 from t2i.io import load_checkpoint, load_state_dict_strict, save_checkpoint
 
 log = logging.getLogger(__name__)
 
-Schema = Mapping[str, Sequence[str]]
 CHECKPOINT_KIND = "attribute_classifier"
 
 
@@ -144,69 +141,6 @@ def load_attribute_classifier(path: str | os.PathLike, device: str | torch.devic
     classifier = AttributeClassifier(config["schema"], width=config["width"], image_size=config["image_size"])
     load_state_dict_strict(classifier, data["state_dict"], "attribute classifier", path)
     return classifier.requires_grad_(False).eval().to(device)
-
-
-def _colour_part(part: str) -> str | None:
-    if not part.endswith("_color"):
-        return None
-    name = part.removesuffix("_color")
-    by_cub = {v: k for k, v in ATTRIBUTE_PART_NAMES.items()}
-    return by_cub.get(name, name)
-
-
-def colour_schema(schema: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
-    """The colour parts of a data set's attribute schema, under the caption parser's part names.
-
-    CUB names ``has_<part>_color::<colour>`` (``primary_color``, ``bill_color``, ``upper_tail_color``...); captions
-    name ``body``, ``beak``, ``tail`` (:data:`t2i.data.synthbirds.ATTRIBUTE_PART_NAMES` maps them; other CUB parts
-    keep their name without ``_color``). Non-colour attributes (bill length, size, shapes, patterns) are left out;
-    parts already in caption terms (``crown``) pass unchanged.
-    """
-    out: dict[str, list[str]] = {}
-    for part, values in schema.items():
-        name = _colour_part(part) if part.endswith("_color") else (part if part in SYNTH_PARTS else None)
-        if name is not None and len(values) >= 2:
-            out[name] = list(values)
-    return out
-
-
-def colour_attributes(attributes: Mapping[str, str] | None, schema: Mapping[str, Sequence[str]]) -> dict[str, str]:
-    """A record's attributes renamed as :func:`colour_schema` and restricted to it."""
-    out = {}
-    for part, value in (attributes or {}).items():
-        name = _colour_part(part) if part.endswith("_color") else part
-        if name in schema and value in schema[name]:
-            out[name] = value
-    return out
-
-
-def parse_caption_attributes(caption: str, schema: Schema, part_words: Mapping[str, str] | None = None,
-                             value_words: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The ``{part: value}`` a caption names, from ``"<value> <part word>"`` mentions.
-
-    ``"this bird has a green crown, black wings and a white belly"`` -> ``{"crown": "green", "wing": "black",
-    "belly": "white"}``. Part words are the part names, their synonyms and ``-ed`` adjectives (``wings``,
-    ``chest``, ``bill``, ``crowned``...; default: the synthetic birds' ``PART_WORDS``); value words map to values
-    (default: ``COLOUR_WORDS``, so ``gray`` is ``grey``). A value right before ``bird``, or after ``is`` /
-    ``mostly``, names the ``body``. The first mention of a part wins; pairs outside ``schema`` are ignored.
-    """
-    part_words = {**{p: p for p in schema}, **(PART_WORDS if part_words is None else part_words)}
-    value_words = {**{v: v for values in schema.values() for v in values},
-                   **(COLOUR_WORDS if value_words is None else value_words)}
-    tokens = re.findall(r"[a-z]+", caption.lower())
-    named: dict[str, str] = {}
-    for i, token in enumerate(tokens):
-        value = value_words.get(token)
-        if value is None:
-            continue
-        following = tokens[i + 1] if i + 1 < len(tokens) else ""
-        preceding = tokens[i - 1] if i > 0 else ""
-        part = part_words.get(following)
-        if part is None and (following == "bird" or preceding in ("is", "mostly")):
-            part = "body"
-        if part in schema and value in schema[part] and part not in named:
-            named[part] = value
-    return named
 
 
 def _value_index(schema: Schema, part: str, value: str | int) -> int:

@@ -9,19 +9,21 @@ spec that rebuilds it, its kind, and for the text encoder the vocabulary it was 
 
 Files written before this layout (``text_encoder.pt`` / ``image_encoder.pt``: a t2i checkpoint holding
 ``{"class", "kwargs", "state_dict"}``) still load: the class name is mapped onto the model allow-list and
-built through the same factory. The GAN recipe, the evaluation's R-precision scorer and the DAMSM trainer
-all come here; none of them imports another's module to load an encoder.
+built through the same factory. The GAN recipe, the evaluation's R-precision scorer (:class:`DAMSMScorer`,
+here) and the DAMSM trainer all come here; none of them imports another's module to load an encoder.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
-from torch import nn
+from torch import Tensor, nn
+from tqdm.auto import tqdm
 
+from t2i.data.text import Vocabulary
 from t2i.errors import CheckpointError
 from t2i.io import load_checkpoint, load_state_dict_strict
 from t2i.models.factory import build_from_spec, load_module, make_spec, read_module_record, save_module
@@ -162,3 +164,68 @@ def load_image_encoder(source: str | os.PathLike, embed_dim: int | None = None, 
                               "use the image encoder trained with this text encoder")
     encoder = _build(record, path, "image encoder")
     return encoder.requires_grad_(False).eval() if freeze else encoder
+
+
+class DAMSMScorer:
+    """A frozen DAMSM pair scoring images against captions (R-precision).
+
+    Args:
+        text_encoder: DAMSM text encoder (``encode_captions(CaptionBatch) -> TextEmbedding``).
+        image_encoder: DAMSM image encoder (``images -> (regions, global)``).
+        vocab: the vocabulary the text encoder was trained with.
+        words_num: longest caption kept (first words, as in evaluation).
+        device: where to run.
+    """
+
+    def __init__(self, text_encoder: nn.Module, image_encoder: nn.Module, vocab: Vocabulary, words_num: int = 18,
+                 device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.text_encoder = text_encoder.to(self.device).requires_grad_(False).eval()
+        self.image_encoder = image_encoder.to(self.device).requires_grad_(False).eval()
+        self.vocab = vocab
+        self.words_num = words_num
+        self.files: list[Path] = []
+
+    @classmethod
+    def from_dir(cls, folder: str | os.PathLike, vocab: Vocabulary | None = None, words_num: int = 18,
+                 device: str | torch.device = "cpu") -> "DAMSMScorer":
+        """Load the text and image encoders of a DAMSM run directory (:mod:`t2i.models.damsm`).
+
+        ``vocab`` is used only when the text encoder's file carries none.
+
+        Raises:
+            CheckpointError: a file is missing or of another kind.
+        """
+        folder = Path(folder)
+        try:
+            text_path, image_path = find_encoder(folder, TEXT_NAME), find_encoder(folder, IMAGE_NAME)
+        except CheckpointError as err:
+            raise CheckpointError(f"no DAMSM for R-precision: {err}; or pass metrics.r_precision.damsm=DIR") from None
+        for p in (text_path, image_path):
+            if not p.is_file():
+                raise CheckpointError(f"no DAMSM for R-precision: {p} is missing; train it with 'python tools/train.py "
+                                      "model=damsm' or pass metrics.r_precision.damsm=DIR")
+        stored = text_encoder_vocab(text_path)
+        vocab = Vocabulary.from_dict(stored) if stored else vocab
+        if vocab is None:
+            raise CheckpointError(f"{text_path} carries no vocabulary and none was given; re-export the DAMSM")
+        text_encoder = load_text_encoder(text_path, vocab=vocab)
+        image_encoder = load_image_encoder(image_path, embed_dim=int(getattr(text_encoder, "out_dim", 0)) or None)
+        scorer = cls(text_encoder, image_encoder, vocab, words_num, device)
+        scorer.files = [text_path, image_path]
+        return scorer
+
+    @torch.no_grad()
+    def sentence_vectors(self, captions: Sequence[str], batch_size: int = 256, progress: bool = False) -> Tensor:
+        """``[N, D]`` sentence vectors of caption strings (unknown words dropped; first ``words_num`` words kept)."""
+        out = []
+        for start in tqdm(range(0, len(captions), batch_size), desc="DAMSM captions", disable=not progress, leave=False):
+            encoded = self.vocab.encode_captions(list(captions[start:start + batch_size]), self.words_num, empty="end")
+            out.append(self.text_encoder.encode_captions(encoded.to(self.device)).sentence.float().cpu())
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def image_vectors(self, images: Tensor) -> Tensor:
+        """``[B, D]`` global image vectors of ``[B, 3, H, W]`` images in [-1, 1]."""
+        _, global_feat = self.image_encoder(images.to(self.device))
+        return global_feat.float().cpu()

@@ -18,7 +18,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from t2i.errors import CheckpointError, WeightsError
 from t2i.io import load_state_dict_strict
 from t2i.models.factory import register_model
-from t2i.structures import Batch, TextEmbedding
+from t2i.structures import Batch, CaptionBatch, TextEmbedding
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +96,14 @@ class RNNTextEncoder(nn.Module):
         pad_mask = steps[None, :] >= lengths.to(captions.device)[:, None]  # (B, T)
         return TextEmbedding(words=words, sentence=sentence, pad_mask=pad_mask)
 
+    def encode_captions(self, captions: CaptionBatch) -> TextEmbedding:
+        """Encode captions from their token ids (``captions.ids``, ``captions.lengths``): the one caption path
+        of training, generation and evaluation (:meth:`t2i.data.text.Vocabulary.encode_captions` makes them)."""
+        return self(captions.ids, captions.lengths)
+
     def encode(self, batch: Batch) -> TextEmbedding:
-        """Encode a collated batch (uses ``batch.captions`` and ``batch.lengths``)."""
-        return self(batch.captions, batch.lengths)
+        """Encode a collated batch's captions (``encode_captions(batch.caption_batch())``)."""
+        return self.encode_captions(batch.caption_batch())
 
     def load_reference_state_dict(self, state: dict[str, Tensor], path: str | os.PathLike = "") -> None:
         """Load an AttnGAN ``text_encoder*.pth`` state dict strictly.
@@ -232,9 +237,14 @@ class BertTextEncoder(nn.Module):
     def forward(self, captions: list[str]) -> TextEmbedding:
         return self.forward_text(captions)
 
+    def encode_captions(self, captions: CaptionBatch) -> TextEmbedding:
+        """Encode captions from their raw strings (``captions.texts``): training (the data set's caption),
+        generation and evaluation give the transformer the same text for the same caption."""
+        if len(captions.texts) != len(captions):
+            raise ValueError("BertTextEncoder needs the raw caption strings (CaptionBatch.texts) for every caption")
+        return self.forward_text(captions.texts)
+
     def encode(self, batch: Batch) -> TextEmbedding:
-        """Encode a collated batch from its caption strings (``batch.caption_texts``)."""
-        if len(batch.caption_texts) != len(batch):
-            raise ValueError("BertTextEncoder needs batch.caption_texts (the raw caption strings) for every sample")
-        return self.forward_text(batch.caption_texts)
+        """Encode a collated batch's captions (``encode_captions(batch.caption_batch())``)."""
+        return self.encode_captions(batch.caption_batch())
 

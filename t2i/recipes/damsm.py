@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from t2i.config import build, to_container
+from t2i.config import build, option, run_option, to_container
 from t2i.errors import ConfigError
 from t2i.runtime import seed_everything
 from t2i.training.damsm import DAMSMTrainer
@@ -22,13 +22,6 @@ log = logging.getLogger(__name__)
 NOT_ARGUMENTS = ("checkpoint",)
 # model.image_encoders.inception.pretrained=fid: the trunk weights of the packaged FID Inception.
 FID_TRUNK = "fid"
-
-
-def _get(node: Any, key: str, default: Any = None) -> Any:
-    if node is None:
-        return default
-    value = node.get(key, default) if hasattr(node, "get") else getattr(node, key, default)
-    return default if value is None else value
 
 
 def build_encoders(cfg: Any, vocab_size: int) -> tuple[Any, Any]:
@@ -48,7 +41,7 @@ def build_encoders(cfg: Any, vocab_size: int) -> tuple[Any, Any]:
 
         node = {**node, "pretrained": None, "freeze_trunk": True}
         image_encoder = build(node, embed_dim=text_encoder.out_dim)
-        weights = _get(model, "fid_weights")
+        weights = option(model, "fid_weights")
         image_encoder.load_trunk_state_dict(load_fid_inception(weights).state_dict(),
                                             weights or "the packaged FID Inception")
     else:
@@ -58,7 +51,7 @@ def build_encoders(cfg: Any, vocab_size: int) -> tuple[Any, Any]:
 
 def use_feature_cache(model: Any, image_encoder: Any) -> bool:
     """``model.cache_trunk_features``: auto caches whenever the image encoder has a frozen trunk."""
-    setting = str(_get(model, "cache_trunk_features", "auto")).lower()
+    setting = str(option(model, "cache_trunk_features", "auto")).lower()
     frozen = bool(getattr(image_encoder, "frozen_trunk", False)) and hasattr(image_encoder, "trunk")
     if setting == "auto":
         return frozen
@@ -78,13 +71,13 @@ def train(cfg: Any) -> dict[str, float]:
     from t2i.recipes.data import build_datasets
 
     model, run = cfg.model, cfg.train
-    seed = int(_get(cfg, "seed", 0))
+    seed = int(option(cfg, "seed", 0))
     seed_everything(seed)
     run_dir = Path(str(cfg.run_dir))
     train_ds, test_ds, vocab = build_datasets(cfg.data, base_size=int(model.image_size), num_stages=1,
                                               train_wrong_captions=False, seed=seed)
-    batch_size = int(_get(run, "batch_size", model.batch_size))
-    workers = int(_get(run, "num_workers", 0))
+    batch_size = int(run_option(cfg, "batch_size"))
+    workers = int(option(run, "num_workers", 0))
     train_loader = make_loader(train_ds, batch_size, shuffle=True, num_workers=workers, drop_last=True, seed=seed)
     test_loader = make_loader(test_ds, batch_size, shuffle=False, num_workers=workers, drop_last=False, seed=seed)
     text_encoder, image_encoder = build_encoders(cfg, len(vocab))
@@ -97,14 +90,14 @@ def train(cfg: Any) -> dict[str, float]:
              len(train_ds), len(test_ds), batch_size)
     trainer = DAMSMTrainer(
         text_encoder, image_encoder, train_loader, test_loader, run_dir,
-        lr=float(model.lr), epochs=int(model.epochs), max_steps=_get(run, "max_steps", _get(model, "max_steps")),
+        lr=float(model.lr), epochs=int(model.epochs), max_steps=run_option(cfg, "max_steps"),
         grad_clip=float(model.grad_clip), gamma1=float(model.gamma1), gamma2=float(model.gamma2),
-        gamma3=float(model.gamma3), released_eq10=bool(_get(model, "released_eq10", False)),
-        precision=str(_get(run, "precision", "fp32")), device=str(_get(cfg, "device", "auto")),
-        ckpt_every=int(_get(run, "ckpt_every", 200)), log_every=int(_get(run, "log_every", 20)),
-        eval_every=_get(model, "eval_every"), resume=str(_get(run, "resume", "auto")), vocab=vocab,
+        gamma3=float(model.gamma3), released_eq10=bool(option(model, "released_eq10", False)),
+        precision=str(option(run, "precision", "fp32")), device=str(option(cfg, "device", "auto")),
+        ckpt_every=int(run.ckpt_every), log_every=int(run.log_every),
+        eval_every=option(model, "eval_every"), resume=str(option(run, "resume", "auto")), vocab=vocab,
         config=to_container(cfg), seed=seed, feature_cache=feature_cache,
-        word_r_precision=bool(_get(model, "word_r_precision", True)))
+        word_r_precision=bool(option(model, "word_r_precision", True)))
     metrics = trainer.fit()
     vocab.save(run_dir / "vocab.json")
     log.info("DAMSM done: %s", ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
@@ -118,8 +111,8 @@ def build_feature_cache(cfg: Any, image_encoder: Any, train_ds: Any, test_ds: An
     from t2i.runtime import Precision, resolve_device
     from t2i.training.damsm import TrunkFeatureCache
 
-    device = resolve_device(str(_get(cfg, "device", "auto")))
-    precision = Precision(str(_get(cfg.train, "precision", "fp32")), device)
+    device = resolve_device(str(option(cfg, "device", "auto")))
+    precision = Precision(str(option(cfg.train, "precision", "fp32")), device)
     every_image = TextImageDataset(list(train_ds.records) + list(test_ds.records), vocab,
                                    base_size=int(cfg.model.image_size), num_stages=1, words_num=train_ds.words_num,
                                    train=False, skip_bad=train_ds.skip_bad, unknown=train_ds.unknown,

@@ -10,23 +10,16 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from t2i.config import build, to_container
+from t2i.config import build, option, to_container
 from t2i.data.dataset import TextImageDataset
 from t2i.data.text import Vocabulary
-from t2i.errors import ConfigError, T2IError
+from t2i.errors import ConfigError
 
 __all__ = ["build_source", "build_datasets"]
 
 log = logging.getLogger(__name__)
 
 _RUN_ONLY = ("workers", "progress")  # render_dataset arguments that do not change the rendered set
-
-
-def _get(node: Any, key: str, default: Any = None) -> Any:
-    if node is None:
-        return default
-    value = node.get(key, default) if hasattr(node, "get") else getattr(node, key, default)
-    return default if value is None else value
 
 
 def build_source(data_cfg: Any) -> Any:
@@ -38,7 +31,7 @@ def build_source(data_cfg: Any) -> Any:
     Raises:
         DataError: the data root is missing or not in the expected layout (see data/README.md).
     """
-    render = _get(data_cfg, "render")
+    render = option(data_cfg, "render")
     if render is not None:
         from t2i.data import synthbirds
 
@@ -48,19 +41,11 @@ def build_source(data_cfg: Any) -> Any:
         if not synthbirds.is_rendered(root, **settings):
             log.info("rendering the synthetic birds into %s (%s); this happens once", root, settings)
             synthbirds.render_dataset(root, **kwargs)
-    source = _get(data_cfg, "source")
+    source = option(data_cfg, "source")
     if source is None:
-        raise ConfigError(f"data config {_get(data_cfg, 'name', '?')!r} has no 'source' node; "
+        raise ConfigError(f"data config {option(data_cfg, 'name', '?')!r} has no 'source' node; "
                           "it is not a caption data set (choose data=synthbirds, cub, coco or coco_json)")
-    try:
-        return build(source)
-    except Exception as exc:  # Hydra wraps errors of the target in its InstantiationException
-        cause = exc
-        while cause is not None and not isinstance(cause, T2IError):
-            cause = cause.__cause__
-        if cause is not None:
-            raise cause from None
-        raise
+    return build(source)  # re-raises a reader's DataError as it is
 
 
 def build_datasets(data_cfg: Any, *, base_size: int, num_stages: int, words_num: int | None = None,
@@ -79,12 +64,12 @@ def build_datasets(data_cfg: Any, *, base_size: int, num_stages: int, words_num:
     """
     source = build_source(data_cfg)
     vocab = source.vocabulary()
-    words_num = int(words_num if words_num is not None else _get(data_cfg, "words_num", 18))
-    skip_bad = bool(skip_bad if skip_bad is not None else _get(data_cfg, "skip_bad", False))
+    words_num = int(words_num if words_num is not None else option(data_cfg, "words_num", 18))
+    skip_bad = bool(skip_bad if skip_bad is not None else option(data_cfg, "skip_bad", False))
     common = dict(vocab=vocab, base_size=base_size, num_stages=num_stages, words_num=words_num,
-                  skip_bad=skip_bad, unknown=str(_get(data_cfg, "unknown", "drop")))
+                  skip_bad=skip_bad, unknown=str(option(data_cfg, "unknown", "drop")))
     train_ds = TextImageDataset(source.records("train"), train=True, wrong_captions=train_wrong_captions, **common)
     test_ds = TextImageDataset(source.records("test"), train=False, seed=seed, **common)
     log.info("data %s: %d train / %d test images, vocabulary of %d tokens",
-             _get(data_cfg, "name", "?"), len(train_ds), len(test_ds), len(vocab))
+             option(data_cfg, "name", "?"), len(train_ds), len(test_ds), len(vocab))
     return train_ds, test_ds, vocab

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from t2i.config import to_container
+from t2i.config import option, run_option, to_container
 from t2i.errors import ConfigError
 from t2i.models.factory import build_from_spec, spec_from_node
 from t2i.runtime import resolve_device, seed_everything
@@ -26,14 +26,9 @@ log = logging.getLogger(__name__)
 MODELS = ("draw", "aligndraw")
 
 
-def _get(node: Any, key: str, default: Any = None) -> Any:
-    value = node.get(key, default) if hasattr(node, "get") else getattr(node, key, default)
-    return default if value is None else value
-
-
 def _mnist_data(cfg: Any, batch_size: int, seed: int):
-    if _get(cfg.data, "dataset") is None or _get(cfg.data, "name") != "mnist":
-        raise ConfigError(f"model=draw needs data=mnist, got data={_get(cfg.data, 'name')}")
+    if option(cfg.data, "dataset") is None or option(cfg.data, "name") != "mnist":
+        raise ConfigError(f"model=draw needs data=mnist, got data={option(cfg.data, 'name')}")
     from t2i.config import build
     train_ds, test_ds = build(cfg.data.dataset)
     channels, height, width = train_ds.images.shape[1:]  # (N, C, H, W)
@@ -45,14 +40,14 @@ def _mnist_data(cfg: Any, batch_size: int, seed: int):
 
 
 def _caption_data(cfg: Any, batch_size: int, seed: int, num_samples: int):
-    if _get(cfg.data, "name") == "mnist":
+    if option(cfg.data, "name") == "mnist":
         raise ConfigError("model=aligndraw needs captioned images (data=synthbirds, cub or coco), not data=mnist")
     from t2i.data.dataset import collate, make_loader
     from t2i.recipes.data import build_datasets
-    size = int(_get(cfg.model, "image_size", 32))
+    size = int(option(cfg.model, "image_size", 32))
     train_ds, test_ds, vocab = build_datasets(cfg.data, base_size=size, num_stages=1, seed=seed)
     train_loader = make_loader(train_ds, batch_size, shuffle=True, drop_last=True, seed=seed,
-                               num_workers=int(_get(cfg.train, "num_workers", 0)))
+                               num_workers=int(option(cfg.train, "num_workers", 0)))
     test_loader = make_loader(test_ds, batch_size, shuffle=False, seed=seed)
     samples = collate([test_ds[i] for i in range(min(num_samples, len(test_ds)))], wrong_captions=False)
     sample_cond = {"captions": samples.captions, "lengths": samples.lengths}
@@ -67,21 +62,21 @@ def train(cfg: Any) -> dict[str, float]:
     Returns:
         The final held-out metrics (``nll_bound``, ``recon``, ``kl`` in nats per image).
     """
-    name = _get(cfg.model, "name")
+    name = option(cfg.model, "name")
     if name not in MODELS:
         raise ConfigError(f"the draw recipe trains {' or '.join(MODELS)}, not model={name}")
-    seed = int(_get(cfg, "seed", 0))
+    seed = int(option(cfg, "seed", 0))
     seed_everything(seed)
-    device = resolve_device(str(_get(cfg, "device", "auto")))
+    device = resolve_device(str(option(cfg, "device", "auto")))
     run = cfg.train
-    batch_size = int(_get(run, "batch_size", None) or cfg.model.batch_size)
-    max_steps = int(_get(run, "max_steps", None) or cfg.model.max_steps)
-    num_samples = int(_get(cfg.model, "num_samples", 16))
+    batch_size = int(run_option(cfg, "batch_size"))
+    max_steps = int(run_option(cfg, "max_steps"))
+    num_samples = int(option(cfg.model, "num_samples", 16))
     if name == "draw":
         train_loader, test_loader, runtime, vocab, sample_cond = _mnist_data(cfg, batch_size, seed)
     else:
         train_loader, test_loader, runtime, vocab, sample_cond = _caption_data(cfg, batch_size, seed, num_samples)
-    if str(_get(run, "precision", "fp32")) not in ("fp32", "auto"):
+    if str(option(run, "precision", "fp32")) not in ("fp32", "auto"):
         log.info("DRAW trains in fp32 (the ELBO is reported in nats; the LSTMs are small)")
     spec = spec_from_node(to_container(cfg.model.net), **runtime)
     model = build_from_spec(spec)
@@ -89,11 +84,11 @@ def train(cfg: Any) -> dict[str, float]:
     trainer = DrawTrainer(
         model, train_loader, test_loader, run_dir=Path(str(cfg.run_dir)), model_spec=spec,
         config=to_container(cfg), vocab=vocab, lr=float(cfg.model.lr), betas=tuple(cfg.model.betas),
-        grad_clip=_get(cfg.model, "grad_clip"), likelihood=str(_get(cfg.model, "likelihood", "bernoulli")),
-        max_steps=max_steps, log_every=int(_get(run, "log_every", 50)),
-        eval_every=int(_get(cfg.model, "eval_every", 500)), image_every=int(_get(run, "image_every", 500)),
-        ckpt_every=int(_get(run, "ckpt_every", 500)), sample_cond=sample_cond, num_samples=num_samples,
-        device=device, resume=str(_get(run, "resume", "auto")) == "auto", seed=seed)
+        grad_clip=option(cfg.model, "grad_clip"), likelihood=str(option(cfg.model, "likelihood", "bernoulli")),
+        max_steps=max_steps, log_every=int(run.log_every),
+        eval_every=int(option(cfg.model, "eval_every", 500)), image_every=int(run.image_every),
+        ckpt_every=int(run.ckpt_every), sample_cond=sample_cond, num_samples=num_samples,
+        device=device, resume=str(option(run, "resume", "auto")) == "auto", seed=seed)
     final = trainer.train()
     if name == "aligndraw":
         export = trainer.export(words_num=int(cfg.data.words_num))

@@ -10,11 +10,10 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from t2i.config import build, to_container
+from t2i.config import option, run_option, to_container
 from t2i.data.dataset import make_loader
 from t2i.errors import CheckpointError, ConfigError
 from t2i.losses.gan import GANLoss
@@ -28,14 +27,9 @@ from t2i.visualize import attention_figure, canvas_strip, grid_image, save_image
 log = logging.getLogger(__name__)
 
 
-def _opt(node: Any, key: str, default: Any = None) -> Any:
-    value = node.get(key, default) if node is not None else default
-    return default if value is None else value
-
-
 def damsm_paths(cfg) -> tuple[Path, Path]:
     """The pretrained DAMSM's text and image encoder files, with a clear error when missing."""
-    ckpt = _opt(cfg.encoder, "checkpoint", f"runs/{cfg.data.name}/damsm")
+    ckpt = option(cfg.encoder, "checkpoint", f"runs/{cfg.data.name}/damsm")
     folder = Path(str(ckpt))
     if not folder.is_dir():
         raise CheckpointError(
@@ -62,10 +56,10 @@ def build_models(cfg, text_encoder: torch.nn.Module) -> tuple[torch.nn.Module, t
     dim = int(text_encoder.out_dim)
     gen_spec = spec_from_node(to_container(model.generator), sent_dim=dim, word_dim=dim)
     generator = build_from_spec(gen_spec)
-    condition = str(_opt(model, "d_condition", "sentence"))
+    condition = str(option(model, "d_condition", "sentence"))
     cond_dim = dim if condition == "sentence" else int(gen_spec["kwargs"]["c_dim"])
     d_node = to_container(model.discriminator)
-    per_stage = to_container(_opt(model, "discriminator_per_stage")) or [{}] * len(generator.resolutions)
+    per_stage = to_container(option(model, "discriminator_per_stage")) or [{}] * len(generator.resolutions)
     if len(per_stage) != len(generator.resolutions):
         raise ConfigError(f"discriminator_per_stage has {len(per_stage)} entries for {len(generator.resolutions)} "
                           f"generator stages {list(model.generator.stages)}")
@@ -129,7 +123,7 @@ def build_trainer(cfg) -> GANTrainer:
     text_path, image_path = damsm_paths(cfg)
     text_encoder = load_text_encoder(text_path)
     model = cfg.model
-    lambda_damsm = float(_opt(model, "lambda_damsm", 0.0))
+    lambda_damsm = float(option(model, "lambda_damsm", 0.0))
     image_encoder = load_image_encoder(image_path, embed_dim=int(text_encoder.out_dim)) if lambda_damsm > 0 else None
 
     # (2) models
@@ -140,7 +134,7 @@ def build_trainer(cfg) -> GANTrainer:
     train_ds, _, vocab = build_datasets(cfg.data, base_size=generator.resolutions[0], num_stages=levels[-1] + 1,
                                         seed=int(cfg.seed))
     load_text_encoder(text_path, vocab=vocab)  # raises CheckpointError when the vocabularies differ
-    batch_size = int(_opt(cfg.train, "batch_size", _opt(model, "batch_size", 16)))
+    batch_size = int(run_option(cfg, "batch_size"))
     sampler = None
     if dist.enabled:
         from torch.utils.data.distributed import DistributedSampler
@@ -148,9 +142,9 @@ def build_trainer(cfg) -> GANTrainer:
                                      drop_last=True)
         batch_size //= dist.world_size
     loader = make_loader(train_ds, batch_size=batch_size, shuffle=True, drop_last=True, sampler=sampler,
-                         num_workers=int(_opt(cfg.train, "num_workers", 0)), seed=int(cfg.seed))
+                         num_workers=int(option(cfg.train, "num_workers", 0)), seed=int(cfg.seed))
     # precision=auto probes a block at the first stage's width and resolution and this batch size
-    probe = ProbeShape(channels=int(_opt(model.generator, "ngf", 32)) * 2, size=int(generator.resolutions[0]),
+    probe = ProbeShape(channels=int(option(model.generator, "ngf", 32)) * 2, size=int(generator.resolutions[0]),
                        batch=min(batch_size, 8))
     precision = Precision(str(cfg.train.precision), device, probe_shape=probe)
 
@@ -159,16 +153,16 @@ def build_trainer(cfg) -> GANTrainer:
                    adversarial=str(model.loss), scheme=str(model.d_scheme), condition=str(model.d_condition),
                    uncond_weight=float(model.uncond_weight))
 
-    phases = _opt(model, "phases")
-    decay_epochs = _opt(model, "lr_decay_epochs")  # StackGAN v1: epochs between halvings -> steps of this loader
+    phases = option(model, "phases")
+    decay_epochs = option(model, "lr_decay_epochs")  # StackGAN v1: epochs between halvings -> steps of this loader
     settings = GANTrainerSettings(
-        max_steps=int(_opt(cfg.train, "max_steps", _opt(model, "max_steps", 2000))),
+        max_steps=int(run_option(cfg, "max_steps")),
         lr_g=float(model.lr_g), lr_d=float(model.lr_d), betas=tuple(model.betas),
-        ema_beta=float(_opt(model, "ema_beta", 0.999)), z_dim=spec["z_dim"],
+        ema_beta=float(option(model, "ema_beta", 0.999)), z_dim=spec["z_dim"],
         log_every=int(cfg.train.log_every), image_every=int(cfg.train.image_every),
         ckpt_every=int(cfg.train.ckpt_every), resume=str(cfg.train.resume),
         phases=[Phase(int(p.steps), list(p.stages)) for p in phases] if phases else None,
-        channels_last=bool(_opt(cfg.train, "channels_last", False)), compile=bool(_opt(cfg.train, "compile", False)),
+        channels_last=bool(option(cfg.train, "channels_last", False)), compile=bool(option(cfg.train, "compile", False)),
         lr_decay_steps=int(decay_epochs) * max(len(loader), 1) if decay_epochs else None,
     )
     run_dir = Path(str(cfg.run_dir))

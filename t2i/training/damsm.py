@@ -60,7 +60,7 @@ def _r_precision(image_vecs: Tensor, true_sent: Tensor, mismatched_idx: np.ndarr
 def _r_precision_ceiling(dataset: Any, keys: list[str], captions: list[str], mismatched_idx: np.ndarray,
                          folds: int) -> tuple[float, float] | None:
     """The attribute oracle's R-precision on the same captions (None when the records have no attributes)."""
-    from t2i.metrics.attribute_accuracy import colour_attributes, colour_schema, parse_caption_attributes
+    from t2i.data.attributes import colour_attributes, colour_schema, parse_caption_attributes
     from t2i.metrics.r_precision import r_precision_ceiling
 
     records = getattr(dataset, "records", None)

@@ -164,9 +164,7 @@ class GANTrainer:
             text = self.text_encoder.encode(batch)
             wrong = None
             if batch.wrong_captions is not None:
-                wrong = self.text_encoder.encode(Batch(images=[], captions=batch.wrong_captions,
-                                                       lengths=batch.wrong_lengths, class_ids=batch.class_ids,
-                                                       caption_texts=batch.wrong_texts))
+                wrong = self.text_encoder.encode_captions(batch.wrong_caption_batch())
         return text, wrong
 
     def train_step(self, batch: Batch) -> dict[str, float]:

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from t2i.data.synthbirds import COLOURS, PARTS, draw_bird, make_captions, make_species, sample_bird
+from t2i.data.attributes import COLOURS, PARTS, parse_caption_attributes
+from t2i.data.synthbirds import draw_bird, make_captions, make_species, sample_bird
 from t2i.errors import CheckpointError, DataError
 from t2i.metrics.attribute_accuracy import (AttributeClassifier, attribute_accuracy, load_attribute_classifier,
-                                            named_to_labels, parse_caption_attributes, save_attribute_classifier,
-                                            train_attribute_classifier)
+                                            named_to_labels, save_attribute_classifier, train_attribute_classifier)
 
 SCHEMA = {part: list(COLOURS) for part in PARTS}
 
