@@ -465,22 +465,30 @@ def build_page(app: DemoApp, concurrency: int = 1, queue_size: int = 16, title: 
     labels = app.models.labels
     default = app.models.default
 
+    def pictures(details: Details | None):
+        """The detail outputs (plain values, so the API returns files, not component updates)."""
+        if details is None:
+            return [], None, None
+        return details.stages, details.attention, str(details.canvas_gif) if details.canvas_gif else None
+
+    def show_details(attention, canvas):
+        """Show the attention figure and the canvas only where the model has them (a page-only step)."""
+        return gr.Image(visible=attention is not None), gr.Image(visible=canvas is not None)
+
     def on_generate(caption, num_images, seed, model):
         try:
             result = app.generate(caption, num_images, seed, model)
             details = app.details(result, 0)
         except T2IError as exc:
-            return [], [], None, None, f"error: {exc}", None
-        return (list(zip(result.images, result.labels)), details.stages, details.attention,
-                str(details.canvas_gif) if details.canvas_gif else None, result.message, result)
+            return [], *pictures(None), f"error: {exc}", None
+        return list(zip(result.images, result.labels)), *pictures(details), result.message, result
 
     def on_select(result, evt):
         try:
             details = app.details(result, evt.index)
         except T2IError as exc:
-            return [], None, None, f"error: {exc}"
-        return details.stages, details.attention, str(details.canvas_gif) if details.canvas_gif else None, \
-            result.message + f"\nshowing image #{evt.index + 1}"
+            return *pictures(None), f"error: {exc}"
+        return *pictures(details), result.message + f"\nshowing image #{evt.index + 1}"
 
     on_select.__annotations__ = {"evt": gr.SelectData}  # Gradio finds the event data by this annotation
 
@@ -499,7 +507,7 @@ def build_page(app: DemoApp, concurrency: int = 1, queue_size: int = 16, title: 
     first_examples = app.examples(default)
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(600, 1800)) as page:
         gr.Markdown(f"# {title}\nType a caption about a bird; the model draws it stage by stage. "
-                    f"Words the model does not know are dropped (and named below the pictures).")
+                    f"Words the model does not know are dropped (the message names them).")
         with gr.Row():
             model = gr.Dropdown(labels, value=default, label="model", interactive=True, scale=3)
             info = gr.Markdown(app.model_info(default))
@@ -517,16 +525,20 @@ def build_page(app: DemoApp, concurrency: int = 1, queue_size: int = 16, title: 
                 with gr.Column(scale=2):
                     gallery = gr.Gallery(label="images (click one for its stages, attention and canvas)",
                                          columns=4, height="auto", format="png", elem_id="gallery")
-                    stages = gr.Gallery(label="stages of the selected image", columns=4, height="auto",
-                                        format="png", elem_id="stages")
+                    with gr.Row():
+                        stages = gr.Gallery(label="stages of the selected image", columns=3, fit_columns=False,
+                                            height=300, format="png", elem_id="stages", scale=2)
+                        canvas = gr.Image(label="DRAW canvas, step by step", type="filepath", height=300,
+                                          elem_id="canvas", scale=1, visible=False)
                     attention = gr.Image(label="word attention (words x stages)", type="pil", format="png",
-                                         elem_id="attention")
-                    canvas = gr.Image(label="DRAW canvas, step by step", type="filepath", elem_id="canvas")
+                                         elem_id="attention", visible=False)
             state = gr.State(None)
             outputs = [gallery, stages, attention, canvas, message, state]
-            button.click(on_generate, [caption, num_images, seed, model], outputs, api_name="generate")
-            caption.submit(on_generate, [caption, num_images, seed, model], outputs, api_visibility="private")
-            gallery.select(on_select, [state], [stages, attention, canvas, message], api_visibility="private")
+            for trigger, api in ((button.click, {"api_name": "generate"}), (caption.submit, {"api_visibility": "private"})):
+                trigger(on_generate, [caption, num_images, seed, model], outputs, **api).then(
+                    show_details, [attention, canvas], [attention, canvas], api_visibility="private")
+            gallery.select(on_select, [state], [stages, attention, canvas, message], api_visibility="private").then(
+                show_details, [attention, canvas], [attention, canvas], api_visibility="private")
         with gr.Tab("Interpolate"):
             with gr.Row():
                 with gr.Column(scale=1):

@@ -96,7 +96,8 @@ def test_page_in_headless_chromium_generates_the_images(server, tmp_path):
             assert thumbs.count() == 6, message
             assert message.startswith("6 images at 32 px") and "warning: unknown words dropped: zebra" in message
             assert page.locator("#stages img").count() == 2  # stage 1 and 2 of the first image
-            assert page.locator("#canvas img").count() == 1  # the DRAW canvas (newest run is the default)
+            page.locator("#canvas img").wait_for(timeout=30_000)  # the DRAW canvas (the newest run is the default)
+            assert page.locator("#attention img").count() == 0  # a DRAW stage has no word attention to show
             shot = tmp_path / "page.png"
             page.screenshot(path=str(shot), full_page=True)
             gallery_shot = np.asarray(Image.open(io.BytesIO(page.locator("#gallery").screenshot())).convert("L"), float)
