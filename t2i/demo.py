@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import os
+import re
 import threading
 import time
 import uuid
@@ -232,7 +233,7 @@ COLOUR_WORDS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "b
                 "white", "buff", "olive", "rufous", "iridescent")
 PART_WORDS = ("crown", "belly", "breast", "tail", "head", "beak", "bill", "back", "throat", "chest", "nape", "wing")
 TEMPLATES = ("this bird has a {c0} crown, {c1} wings and a {c2} belly",
-             "a small bird with a {c0} {p0} and a {c1} {p1}",
+             "a small bird with a {c0} {p0} and a {c1} {p1}",  # "a orange" becomes "an orange"
              "this is a {c0} bird with {c1} wings",
              "a bird with a {c0} {p0}",
              "{c0} {p0} bird")
@@ -253,7 +254,7 @@ def example_captions(vocab, n: int = 6) -> list[str]:
             template = TEMPLATES[k % len(TEMPLATES)]
             fill = {f"c{i}": colours[(k + 3 * i + k // len(TEMPLATES)) % len(colours)] for i in range(3)}
             fill |= {f"p{i}": parts[(k + i) % len(parts)] for i in range(3)}
-            text = template.format(**fill)
+            text = re.sub(r"\ba ([aeiou])", r"an \1", template.format(**fill))
             if all(t in known for t in tokenize(text)) and text not in examples:
                 examples.append(text)
             if len(examples) == n:
@@ -370,6 +371,7 @@ class DemoApp:
             with time_limit(self.limits.time_limit_s):
                 out = pipe([checked.text], num_images=num_images, seed=seed)
         label = self.models._check(model)
+        log.info("generated %d images with %s in %.2f s (seed %d)", num_images, label, time.perf_counter() - started, seed)
         images = [to_pil(x) for x in out.images]
         labels = [f"seed {seed} #{k + 1}" for k in range(num_images)]
         return GenerationResult(label, images, labels, out, caption_notices(checked, pipe.words_num),
@@ -529,9 +531,9 @@ def build_page(app: DemoApp, concurrency: int = 1, queue_size: int = 16, title: 
                         stages = gr.Gallery(label="stages of the selected image", columns=3, fit_columns=False,
                                             height=300, format="png", elem_id="stages", scale=2)
                         canvas = gr.Image(label="DRAW canvas, step by step", type="filepath", height=300,
-                                          elem_id="canvas", scale=1, visible=False)
-                    attention = gr.Image(label="word attention (words x stages)", type="pil", format="png",
-                                         elem_id="attention", visible=False)
+                                          elem_id="canvas", scale=1, visible=False, interactive=False)
+            attention = gr.Image(label="word attention of the selected image (words x stages)", type="pil",
+                                 format="png", elem_id="attention", visible=False, interactive=False)
             state = gr.State(None)
             outputs = [gallery, stages, attention, canvas, message, state]
             for trigger, api in ((button.click, {"api_name": "generate"}), (caption.submit, {"api_visibility": "private"})):
