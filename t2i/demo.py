@@ -534,7 +534,7 @@ def build_page(app: DemoApp, concurrency: int = 1, queue_size: int = 16, title: 
                                           elem_id="canvas", scale=1, visible=False, interactive=False)
             attention = gr.Image(label="word attention of the selected image (words x stages)", type="pil",
                                  format="png", elem_id="attention", visible=False, interactive=False)
-            state = gr.State(None)
+            state = gr.State(None, time_to_live=1800)  # a session's last result, for clicks on its images
             outputs = [gallery, stages, attention, canvas, message, state]
             for trigger, api in ((button.click, {"api_name": "generate"}), (caption.submit, {"api_visibility": "private"})):
                 trigger(on_generate, [caption, num_images, seed, model], outputs, **api).then(

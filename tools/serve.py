@@ -61,7 +61,8 @@ def main(cfg: DictConfig) -> None:
               f"time limit {limits.time_limit_s:g} s, at most {limits.max_images} images a request")
         print(f"temporary folder: {workdir} (removed on exit)", flush=True)
         page.launch(server_name=str(cfg.host), server_port=port, ssr_mode=False, mcp_server=False, pwa=False,
-                    enable_monitoring=False, show_error=False, quiet=False, footer_links=["api"])
+                    enable_monitoring=False, show_error=False, quiet=False, footer_links=["api"],
+                    state_session_capacity=int(cfg.sessions))
     except KeyboardInterrupt:
         pass
     finally:

@@ -98,6 +98,13 @@ def test_page_in_headless_chromium_generates_the_images(server, tmp_path):
             assert page.locator("#stages img").count() == 2  # stage 1 and 2 of the first image
             page.locator("#canvas img").wait_for(timeout=30_000)  # the DRAW canvas (the newest run is the default)
             assert page.locator("#attention img").count() == 0  # a DRAW stage has no word attention to show
+            # a click on an image shows its own stages and canvas
+            first_stage = page.locator("#stages img").first.get_attribute("src")
+            thumbs.nth(2).click()
+            page.wait_for_function("() => document.querySelector('#message textarea').value.includes('showing image #3')",
+                                   timeout=30_000)
+            page.wait_for_function(f"() => document.querySelector('#stages img').getAttribute('src') != {first_stage!r}", timeout=30_000)
+            page.keyboard.press("Escape")
             shot = tmp_path / "page.png"
             page.screenshot(path=str(shot), full_page=True)
             gallery_shot = np.asarray(Image.open(io.BytesIO(page.locator("#gallery").screenshot())).convert("L"), float)
