@@ -36,16 +36,15 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from PIL import Image
 
+from t2i import validation as check
 from t2i.data.text import END_TOKEN, UNK_TOKEN, tokenize
 from t2i.errors import CaptionError, CheckpointError, T2IError
-from t2i.evaluation import resolve_export
+from t2i.export import DEFAULT_PRETRAINED, PRETRAINED_DIR, read_export_meta, resolve_export, shipped_exports
 from t2i.pipeline import PipelineOutput, Text2ImagePipeline
 from t2i.visualize import attention_figure, captioned_grid, save_canvas_gif, to_pil
 
 log = logging.getLogger(__name__)
 
-GENERATING_KINDS = ("gan", "aligndraw")
-BLANK_CAPTION = 'give a caption, e.g. "a small bird with a green crown"'
 
 
 class LimitError(T2IError, ValueError):
@@ -114,15 +113,14 @@ def install_deadline_hooks(*modules: torch.nn.Module | None) -> int:
 
 
 # ============================================================================================ models
-def _export_kind(folder: Path) -> str | None:
-    """The ``kind`` of a t2i export folder (its ``model.json`` read as JSON only), or None if it is not one."""
+def _generating_export(folder: Path) -> bool:
+    """Whether ``folder`` is a t2i export that generates from captions (its ``model.json`` read as JSON only)."""
     try:
-        meta = json.loads((folder / "model.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(meta, dict) or meta.get("format") != "t2i-export":
-        return None
-    return meta.get("kind")
+        read_export_meta(folder)
+    except CheckpointError as exc:
+        log.info("not offering %s: %s", folder, exc)
+        return False
+    return True
 
 
 def _label(path: Path, base: Path) -> str:
@@ -135,36 +133,30 @@ def _label(path: Path, base: Path) -> str:
     return name.removesuffix("/export")
 
 
-def find_exports(runs_dir: str | os.PathLike = "runs", pretrained_dir: str | os.PathLike = "pretrained",
+def find_exports(runs_dir: str | os.PathLike = "runs", pretrained_dir: str | os.PathLike | None = None,
                  checkpoint: str | os.PathLike | None = None, base: str | os.PathLike = ".") -> dict[str, Path]:
     """The models the server offers, found once at start: label -> export folder.
 
-    Order: ``checkpoint`` (when given; it is the default model), the shipped ``pretrained_dir/*/`` models, then
-    ``runs_dir/*/*/export`` newest first. Only folders whose ``model.json`` is a t2i export of a model that
-    generates from captions (GAN or alignDRAW; not a DAMSM) are offered.
+    Order: ``checkpoint`` (when given; it is the default model), the shipped ``pretrained_dir/*/`` models
+    (default: the repository's ``pretrained/``, its default model first), then ``runs_dir/*/*/export`` newest
+    first. Only t2i exports of a model that generates from captions (GAN or alignDRAW; not a DAMSM) are offered.
 
     Raises:
         CheckpointError: ``checkpoint`` does not exist or is no generating export, or nothing was found.
     """
     found: dict[str, Path] = {}
+    pretrained_dir = Path(pretrained_dir) if pretrained_dir is not None else PRETRAINED_DIR
+    runs_dir = Path(runs_dir)
     if checkpoint:
-        export = resolve_export(checkpoint)
-        kind = _export_kind(export)
-        if kind not in GENERATING_KINDS:
-            raise CheckpointError(f"checkpoint {checkpoint} is not an exported t2i model that generates from captions "
-                                  f"({'no model.json' if kind is None else repr(kind) + ' model'})")
+        export = resolve_export(checkpoint, runs_dir, pretrained_dir)
+        read_export_meta(export)  # the CLI's message for a folder that is no generating export
         found[_label(export, Path(base))] = export.resolve()
-    runs_dir, pretrained_dir = Path(runs_dir), Path(pretrained_dir)
-    # runs/<data>/<model>/export and pretrained/<name>/, named from the folder that holds them
-    candidates = [(meta.parent, pretrained_dir.parent) for meta in sorted(pretrained_dir.glob("*/model.json"))]
+    # pretrained/<name>/ and runs/<data>/<model>/export, named from the folder that holds them
+    candidates = [(folder, pretrained_dir.parent) for folder in shipped_exports(pretrained_dir)]
     candidates += [(meta.parent, runs_dir.parent) for meta in
                    sorted(runs_dir.glob("*/*/export/model.json"), key=lambda p: -p.stat().st_mtime)]
     for folder, root in candidates:
-        kind = _export_kind(folder)
-        if kind not in GENERATING_KINDS:
-            log.info("skipping %s: %s", folder, "not a t2i export" if kind is None else f"a {kind} model")
-            continue
-        if folder.resolve() not in found.values():
+        if folder.resolve() not in found.values() and _generating_export(folder):
             found.setdefault(_label(folder, root), folder.resolve())
     if not found:
         raise CheckpointError(f"no exported model under {runs_dir}/*/*/export or {pretrained_dir}/*/; train one "
@@ -281,11 +273,14 @@ def check_caption(pipe: Text2ImagePipeline, caption: Any, limits: Limits) -> Che
         CaptionError: blank, no word, or no known word (the pipeline's messages, as ``tools/generate.py`` prints them).
         LimitError: longer than ``limits.max_caption_chars``.
     """
-    if caption is None or not isinstance(caption, str) or not caption.strip():
-        raise CaptionError(BLANK_CAPTION)
-    if len(caption) > limits.max_caption_chars:
+    if caption is not None and not isinstance(caption, str):
+        raise CaptionError(f"the caption must be text, got {type(caption).__name__}")
+    if caption is not None and len(caption) > limits.max_caption_chars:
         raise LimitError(f"the caption has {len(caption)} characters; at most {limits.max_caption_chars} are accepted")
-    caption = caption.strip()
+    try:  # the CLI's checks and messages; the page's caption box may hold line breaks: they are spaces here
+        caption = check.caption(None if caption is None else re.sub(r"[\r\n]+", " ", caption))
+    except T2IError as exc:
+        raise CaptionError(str(exc)) from None
     encoded = pipe.encode_captions([caption])  # raises the CLI's CaptionError for no/unknown words
     known = [t for t in tokenize(caption) if t in pipe.vocab and t != END_TOKEN]
     return CheckedCaption(caption, encoded.words[0], encoded.unknown[0], max(0, len(known) - pipe.words_num))

@@ -14,7 +14,8 @@ from PIL import Image
 import t2i.demo as demo
 from demo_exports import WORDS_NUM, tiny_vocab, write_aligndraw_export, write_damsm_like, write_gan_export
 from t2i.data.text import Vocabulary, tokenize
-from t2i.errors import CaptionError, CheckpointError
+from t2i import validation as check
+from t2i.errors import CaptionError, CheckpointError, T2IError
 from t2i.pipeline import Text2ImagePipeline
 from t2i.visualize import to_pil
 
@@ -34,7 +35,7 @@ def make_app(exports, tmp_path, label="attngan", **limits):
 
 
 # ------------------------------------------------------------------ discovery and loading
-def test_find_exports_offers_runs_pretrained_and_checkpoint_only(exports, tmp_path):
+def test_find_exports_offers_runs_pretrained_and_checkpoint_only(exports, tmp_path, monkeypatch):
     root = exports["root"]
     write_damsm_like(root / "runs" / "tiny" / "damsm" / "export")
     (root / "pretrained" / "notes").mkdir(exist_ok=True)  # a folder without model.json
@@ -47,10 +48,16 @@ def test_find_exports_offers_runs_pretrained_and_checkpoint_only(exports, tmp_pa
     assert list(found)[0] == "runs/tiny/attngan_draw" and len(found) == 3
     with pytest.raises(CheckpointError, match="does not exist"):
         demo.find_exports(root / "runs", root / "pretrained", checkpoint=root / "nowhere")
-    with pytest.raises(CheckpointError, match="'damsm' model"):
+    with pytest.raises(CheckpointError, match="holds a 'damsm' model, which cannot generate"):
         demo.find_exports(root / "runs", root / "pretrained", checkpoint=root / "runs" / "tiny" / "damsm")
     with pytest.raises(CheckpointError, match="no exported model under"):
         demo.find_exports(tmp_path / "runs", tmp_path / "pretrained")
+    # the repository's pretrained/ by default, its default model first
+    shipped = tmp_path / "shipped"
+    for name in ("a-first", demo.DEFAULT_PRETRAINED):
+        write_gan_export(shipped / name)
+    monkeypatch.setattr(demo, "PRETRAINED_DIR", shipped)
+    assert list(demo.find_exports(tmp_path / "runs")) == [f"shipped/{demo.DEFAULT_PRETRAINED}", "shipped/a-first"]
 
 
 def test_models_are_loaded_once_and_only_those_found(exports):
@@ -87,10 +94,15 @@ def test_generate_returns_the_images_the_cli_makes(exports, tmp_path):
 def test_messages_for_bad_captions_are_the_cli_lines(exports, tmp_path):
     app = make_app(exports, tmp_path)
     pipe = app.models.get()
-    for blank in ("", "   ", None):
+    for blank in ("", "   ", None, "\n"):
         with pytest.raises(CaptionError) as err:
             app.generate(blank, 1, 0)
-        assert str(err.value) == demo.BLANK_CAPTION
+        with pytest.raises(T2IError) as cli:
+            check.caption(blank)  # what tools/generate.py prints for caption=""
+        assert str(err.value) == str(cli.value) and str(err.value).startswith("give a caption")
+    with pytest.raises(CaptionError, match="NUL"):
+        app.generate("a red\x00 bird", 1, 0)
+    assert app.generate("a red\nbird", 1, 0).output.words[0] == ["a", "red", "bird"]  # a line break is a space
     for caption in ("zebra giraffe", "!!!"):
         with pytest.raises(CaptionError) as err:
             app.generate(caption, 1, 0)

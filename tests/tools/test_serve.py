@@ -142,3 +142,41 @@ def test_api_through_gradio_client(server):
         client.predict("a red bird", 1, 0, "../../etc/passwd", api_name="/generate")
     strip, message = client.predict("seeds", "a red bird", "", 0, 1, 4, "runs/tiny/attngan", api_name="/interpolate")
     assert Image.open(strip).size == (4 * 128, 168) and message.startswith("4 steps between seeds 0 and 1")
+
+
+def _serve_tool():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tool_serve", ROOT / "tools" / "serve.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("args, message", [
+    (["port=0"], "port=0 is out of range"),
+    (["port=http"], "port='http' is not a whole number"),
+    (["host="], "host is empty"),
+    (["concurrency=0"], "concurrency=0 is out of range"),
+    (["device=tpu"], "device='tpu' is not a device"),
+    (["precision=fp8"], "precision='fp8' is not one of"),
+    (["queue_size=-1"], "queue_size=-1 is out of range"),
+    (["limits.max_images=0"], "limits.max_images=0 is out of range"),
+    (["limits.time_limit_s=nan"], "limits.time_limit_s=nan is not a finite number"),
+])
+def test_serve_settings_are_checked_before_any_work(args, message):
+    from t2i.config import compose
+    from t2i.errors import T2IError
+
+    with pytest.raises(T2IError) as info:
+        _serve_tool().check_settings(compose("serve", args))
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_serve_without_a_model_is_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "tools/serve.py"), f"runs_dir={tmp_path / 'runs'}",
+                           f"pretrained_dir={tmp_path / 'none'}", "port=1"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(lines) == 1 and "no exported model under" in lines[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and list(tmp_path.iterdir()) == []
