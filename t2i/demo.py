@@ -506,7 +506,7 @@ def build_page(app: DemoApp, concurrency: int = 1, queue_size: int = 16, title: 
         gr.Markdown(f"# {title}\nType a caption about a bird; the model draws it stage by stage. "
                     f"Words the model does not know are dropped (the message names them).")
         with gr.Row():
-            model = gr.Dropdown(labels, value=default, label="model", interactive=True, scale=3)
+            model = gr.Dropdown(labels, value=default, label="model", interactive=True, scale=3, elem_id="model")
             info = gr.Markdown(app.model_info(default))
         with gr.Tab("Generate"):
             with gr.Row():
