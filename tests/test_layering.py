@@ -18,7 +18,7 @@ LAYERS = {
     "training": 5,
     "visualize": 5,
     "pipeline": 6, "evaluation": 6, "benchmark": 6,
-    "config": 7, "recipes": 7, "cli": 7,
+    "config": 7, "recipes": 7, "cli": 7, "demo": 7,
 }
 
 
