@@ -5,6 +5,7 @@ Images come in the package convention (``[B, 3, H, W]`` in [-1, 1]) unless a fun
 
 from __future__ import annotations
 
+import math
 import textwrap
 from pathlib import Path
 from typing import Sequence
@@ -114,11 +115,34 @@ def canvas_strip(canvases: Tensor, every: int = 1) -> Image.Image:
     return grid_image(frames, nrow=frames.shape[0])
 
 
-def save_canvas_gif(canvases: Tensor, path: str | Path, scale: int = 2, ms_per_frame: int = 150) -> Path:
-    """DRAW canvas progression ``[T, C, H, W]`` as an animated GIF (last frame held longer)."""
-    frames = [to_pil(c) for c in canvases]
+def canvas_sheet(canvases: Tensor, pad: int = 1) -> Image.Image:
+    """Canvas progressions ``[B, T, C, H, W]`` (or ``[T, C, H, W]``) in [-1, 1]: one row per sample, one column
+    per step, on white."""
+    if canvases.dim() == 4:
+        canvases = canvases[None]
+    grid = make_grid(canvases.flatten(0, 1).detach().float().cpu(), nrow=canvases.shape[1], padding=pad,
+                     pad_value=1.0)  # (3, h, w)
+    return to_pil(grid)
+
+
+def save_canvas_gif(canvases: Tensor, path: str | Path, scale: int = 2, ms_per_frame: int = 150,
+                    hold: int = 8) -> Path:
+    """DRAW canvas progression as an animated GIF, written atomically.
+
+    Args:
+        canvases: ``[T, C, H, W]`` (one sample) or ``[B, T, C, H, W]`` (frame t: every sample's canvas after
+            step t, in a square grid on white), in [-1, 1].
+        scale: nearest-neighbour upscaling.
+        ms_per_frame: frame duration; the last frame is held ``hold`` times as long.
+    """
+    if canvases.dim() == 5:
+        nrow = max(1, int(math.ceil(math.sqrt(canvases.shape[0]))))
+        frames = [to_pil(make_grid(canvases[:, t].detach().float().cpu(), nrow=nrow, padding=1, pad_value=1.0))
+                  for t in range(canvases.shape[1])]
+    else:
+        frames = [to_pil(c) for c in canvases]
     frames = [f.resize((f.width * scale, f.height * scale), Image.NEAREST) for f in frames]
-    durations = [ms_per_frame] * (len(frames) - 1) + [ms_per_frame * 8]
+    durations = [ms_per_frame] * (len(frames) - 1) + [ms_per_frame * hold]
 
     def write(tmp):
         frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0)

@@ -23,6 +23,15 @@ import torch
 from t2i.errors import DataError
 
 
+def true_first(scores: torch.Tensor) -> torch.Tensor:
+    """``[N]`` bool: the true candidate (column 0 of ``scores [N, 1+M]``) ranks first; a tie counts as a hit.
+
+    The ranking rule of every R-precision here, whatever the score: the sentence cosine
+    (:func:`caption_hits`) or DAMSM's word-level R(Q, D) (the DAMSM trainer's ``r_precision_word``).
+    """
+    return scores[:, 0] >= scores[:, 1:].max(dim=1).values
+
+
 def caption_hits(image_vecs: torch.Tensor, true_sent_vecs: torch.Tensor, mismatched_sent_vecs: torch.Tensor) -> torch.Tensor:
     """Whether each image's true caption ranks first among its candidates.
 
@@ -43,7 +52,7 @@ def caption_hits(image_vecs: torch.Tensor, true_sent_vecs: torch.Tensor, mismatc
     dots = torch.einsum("nd,nmd->nm", image_vecs, candidates)  # [N, 1+M]
     norms = image_vecs.norm(dim=1, keepdim=True) * candidates.norm(dim=2)  # [N, 1+M]
     scores = dots / norms.clamp(min=1e-8)
-    return scores[:, 0] >= scores[:, 1:].max(dim=1).values
+    return true_first(scores)
 
 
 def fold_means(hits: np.ndarray, folds: int = 10, drop_last_per_fold: bool = False) -> np.ndarray:

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from t2i.errors import TrainingError
 from t2i.losses.damsm import DAMSMLoss, DAMSMLossOutput, same_class_mask, word_region_scores
-from t2i.metrics.r_precision import fold_means
+from t2i.metrics.r_precision import fold_means, true_first
 from t2i.models.damsm import save_image_encoder, save_text_encoder, vocab_dict
 from t2i.runtime import Precision, resolve_device, rng_state, set_rng_state
 from t2i.structures import Batch
@@ -370,7 +370,7 @@ class DAMSMTrainer:
         own caption and its ``mismatched_idx[i]`` captions, whose word features come from the first pass.
         """
         words, pad_mask = text
-        hits, offset = [], 0
+        scores, offset = [], 0
         for batch in self.test_loader:
             if batch.keys != keys[offset:offset + len(batch)]:
                 raise RuntimeError("the test loader changed its order between two passes; use shuffle=False")
@@ -379,12 +379,12 @@ class DAMSMTrainer:
                 regions, _ = self.encode_images(batch)
             for k in range(len(batch)):
                 rows = torch.from_numpy(np.concatenate([[offset + k], mismatched_idx[offset + k]]))
-                scores, _ = word_region_scores(regions[k:k + 1], words[rows].to(self.device),
-                                               pad_mask[rows].to(self.device), self.loss_fn.gamma1,
-                                               self.loss_fn.gamma2, self.loss_fn.released_eq10)
-                hits.append(bool(scores[0, 0] >= scores[0, 1:].max()))
+                row, _ = word_region_scores(regions[k:k + 1], words[rows].to(self.device),
+                                            pad_mask[rows].to(self.device), self.loss_fn.gamma1,
+                                            self.loss_fn.gamma2, self.loss_fn.released_eq10)
+                scores.append(row.float().cpu())  # [1, 1+M]: own caption first
             offset += len(batch)
-        return np.array(hits)
+        return true_first(torch.cat(scores)).numpy()
 
     # ------------------------------------------------------------------ checkpoints
     def save_training_checkpoint(self) -> Path:

@@ -9,15 +9,12 @@ written as a PNG strip (rows: samples, columns: steps) and an animated GIF.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import torch
-from PIL import Image
 from torch import Tensor, nn
-from torchvision.utils import make_grid
 
 from t2i.errors import TrainingError
 from t2i.export import write_export
@@ -25,50 +22,11 @@ from t2i.io import load_checkpoint, load_state_dict_strict, save_checkpoint, sta
 from t2i.losses.draw import ElboTerms, draw_elbo
 from t2i.runtime import rng_state, set_rng_state
 from t2i.structures import Batch
+from t2i.visualize import canvas_sheet, save_canvas_gif, save_image
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_KIND = "draw"
-
-
-def _to_uint8(images: Tensor) -> Tensor:
-    return (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
-
-
-def save_canvas_strip(canvases: Tensor, path: str | Path, pad: int = 1) -> Path:
-    """Save a canvas progression as one PNG: one row per sample, one column per step.
-
-    Args:
-        canvases: ``[B, T, C, H, W]`` or ``[T, C, H, W]`` in [0, 1] (C = 1 or 3).
-        path: output file.
-    """
-    if canvases.dim() == 4:
-        canvases = canvases[None]
-    b, t = canvases.shape[:2]
-    grid = make_grid(canvases.flatten(0, 1).float(), nrow=t, padding=pad, pad_value=1.0)  # (3, h, w)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(_to_uint8(grid).permute(1, 2, 0).numpy()).save(path)
-    return path
-
-
-def save_canvas_gif(canvases: Tensor, path: str | Path, duration_ms: int = 120, pad: int = 1) -> Path:
-    """Save a canvas progression as an animated GIF: frame t shows every sample's canvas after step t.
-
-    Args:
-        canvases: ``[B, T, C, H, W]`` in [0, 1].
-        path: output ``.gif``.
-    """
-    b, t = canvases.shape[:2]
-    nrow = max(1, int(math.ceil(math.sqrt(b))))
-    frames = []
-    for step in range(t):
-        grid = make_grid(canvases[:, step].float(), nrow=nrow, padding=pad, pad_value=1.0)
-        frames.append(Image.fromarray(_to_uint8(grid).permute(1, 2, 0).numpy()))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frames[0].save(path, save_all=True, append_images=frames[1:], duration=duration_ms, loop=0)
-    return path
 
 
 def batch_inputs(batch: Any, device: torch.device) -> tuple[Tensor, dict[str, Tensor]]:
@@ -213,8 +171,8 @@ class DrawTrainer:
         """Write ``samples_<step>.png`` (strip) and ``samples_<step>.gif`` under ``run_dir/images``."""
         canvases = self.sample_canvases().cpu()
         stem = self.run_dir / "images" / f"samples_{tag or f'{self.step:07d}'}"
-        png = save_canvas_strip(canvases, stem.with_suffix(".png"))
-        gif = save_canvas_gif(canvases, stem.with_suffix(".gif"))
+        png = save_image(canvas_sheet(canvases * 2 - 1), stem.with_suffix(".png"))  # canvases are in [0, 1]
+        gif = save_canvas_gif(canvases * 2 - 1, stem.with_suffix(".gif"), scale=1, ms_per_frame=120, hold=1)
         if self.writer is not None:
             self.writer.add_images("samples/final", canvases[:, -1], self.step)
         return png, gif

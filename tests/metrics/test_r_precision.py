@@ -117,3 +117,12 @@ def test_ceiling_is_one_when_every_other_caption_contradicts():
     mismatched = sample_mismatched_captions(np.arange(4), 5, rng=0)
     mean, std, _ = r_precision_ceiling(images, claims, mismatched, folds=2)
     assert (mean, std) == (1.0, 0.0)
+
+
+def test_true_first_is_the_one_ranking_rule_ties_included():
+    import torch
+
+    from t2i.metrics.r_precision import true_first
+
+    scores = torch.tensor([[0.9, 0.1, 0.5], [0.2, 0.3, 0.1], [0.4, 0.4, 0.0]])
+    assert true_first(scores).tolist() == [True, False, True]

@@ -14,7 +14,8 @@ from t2i.models.aligndraw import AlignDRAW
 from t2i.models.draw import DRAW
 from t2i.structures import Batch
 from t2i.io import load_checkpoint
-from t2i.training.draw import DrawTrainer, batch_inputs, save_canvas_gif, save_canvas_strip
+from t2i.training.draw import DrawTrainer, batch_inputs
+from t2i.visualize import canvas_sheet, save_canvas_gif, save_image
 
 SPEC = {"target": "t2i.models.draw.DRAW",
         "kwargs": dict(height=8, width=8, steps=3, z_dim=4, enc_dim=16, dec_dim=16, read_n=2, write_n=3)}
@@ -96,11 +97,11 @@ def test_gradient_clip_per_tensor(tmp_path):
 
 
 def test_canvas_helpers_rgb(tmp_path):
-    canvases = torch.rand(2, 5, 3, 6, 7)
-    png = save_canvas_strip(canvases, tmp_path / "s.png")
+    canvases = torch.rand(2, 5, 3, 6, 7) * 2 - 1
+    png = save_image(canvas_sheet(canvases), tmp_path / "s.png")
     assert Image.open(png).size == (5 * 8 + 1, 2 * 7 + 1)
-    assert Image.open(save_canvas_gif(canvases, tmp_path / "s.gif")).n_frames == 5
-    assert Image.open(save_canvas_strip(canvases[0], tmp_path / "one.png")).size == (5 * 8 + 1, 8)
+    assert Image.open(save_canvas_gif(canvases, tmp_path / "s.gif", scale=1)).n_frames == 5
+    assert Image.open(save_image(canvas_sheet(canvases[0]), tmp_path / "one.png")).size == (5 * 8 + 1, 8)
 
 
 def test_batch_inputs_and_aligndraw_training_step(tmp_path):
