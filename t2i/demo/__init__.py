@@ -20,7 +20,6 @@ temporary folder, removed on exit), and at most ``Limits.max_files`` of them are
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -31,85 +30,23 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator
 
 import torch
 from PIL import Image
 
 from t2i import validation as check
-from t2i.data.text import END_TOKEN, UNK_TOKEN, tokenize
+from t2i.data.text import END_TOKEN, tokenize
 from t2i.errors import CaptionError, CheckpointError, T2IError
 from t2i.export import DEFAULT_PRETRAINED, PRETRAINED_DIR, read_export_meta, resolve_export, shipped_exports
 from t2i.pipeline import PipelineOutput, Text2ImagePipeline
 from t2i.visualize import attention_figure, captioned_grid, save_canvas_gif, to_pil
+from t2i.demo.examples import COLOUR_WORDS, PART_WORDS, TEMPLATES, example_captions  # noqa: F401 (the page API)
+from t2i.demo.limits import (LimitError, Limits, RequestTimeout, check_deadline, install_deadline_hooks,  # noqa: F401
+                             time_limit)
 
 log = logging.getLogger(__name__)
 
-
-
-class LimitError(T2IError, ValueError):
-    """A request over one of the demo's limits (images, steps, caption length, seed, time)."""
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one request may ask for.
-
-    Args:
-        max_images: images per request (the page's slider goes to this).
-        max_steps: interpolation steps per request.
-        max_caption_chars: longest caption text accepted (the model reads at most ``words_num`` words anyway).
-        time_limit_s: wall-clock seconds a request may spend in the model; past it the request stops with an error.
-        max_files: canvas GIFs kept in the work folder (older ones are deleted).
-    """
-
-    max_images: int = 16
-    max_steps: int = 16
-    max_caption_chars: int = 1000
-    time_limit_s: float = 60.0
-    max_files: int = 64
-    max_seed: int = 2**31 - 1
-
-
-# ============================================================================================ time limit
-_deadline = threading.local()
-
-
-class RequestTimeout(LimitError):
-    """The request ran past :attr:`Limits.time_limit_s`."""
-
-
-@contextmanager
-def time_limit(seconds: float | None) -> Iterator[None]:
-    """Arm the request deadline of this thread; the models' pre-hooks (:func:`install_deadline_hooks`) check it."""
-    previous = getattr(_deadline, "value", None)
-    _deadline.value = (time.monotonic() + seconds, seconds) if seconds else None
-    try:
-        yield
-    finally:
-        _deadline.value = previous
-
-
-def check_deadline(*_: Any) -> None:
-    """Raise :class:`RequestTimeout` when this thread's request is past its deadline (a no-op outside one)."""
-    armed = getattr(_deadline, "value", None)
-    if armed is not None and time.monotonic() > armed[0]:
-        raise RequestTimeout(f"the request ran past the time limit of {armed[1]:g} s; ask for fewer images or steps")
-
-
-def install_deadline_hooks(*modules: torch.nn.Module | None) -> int:
-    """A forward pre-hook on every submodule that checks the deadline: a long request stops within one layer.
-
-    Returns the number of hooks installed.
-    """
-    count = 0
-    for module in modules:
-        if module is None:
-            continue
-        for sub in module.modules():
-            sub.register_forward_pre_hook(check_deadline)
-            count += 1
-    return count
 
 
 # ============================================================================================ models
@@ -221,43 +158,6 @@ class ModelCache:
 
 
 # ============================================================================================ captions
-COLOUR_WORDS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "grey", "gray", "black",
-                "white", "buff", "olive", "rufous", "iridescent")
-PART_WORDS = ("crown", "belly", "breast", "tail", "head", "beak", "bill", "back", "throat", "chest", "nape", "wing")
-TEMPLATES = ("this bird has a {c0} crown, {c1} wings and a {c2} belly",
-             "a small bird with a {c0} {p0} and a {c1} {p1}",  # "a orange" becomes "an orange"
-             "this is a {c0} bird with {c1} wings",
-             "a bird with a {c0} {p0}",
-             "{c0} {p0} bird")
-
-
-def example_captions(vocab, n: int = 6) -> list[str]:
-    """Example captions made only of the model's words: bird templates filled with its colour and part words.
-
-    A vocabulary without them (COCO, a tiny test model) gets captions of its most frequent words.
-    """
-    words = [w for w in vocab.itos if w not in (END_TOKEN, UNK_TOKEN)]
-    known = set(words)
-    colours = [c for c in COLOUR_WORDS if c in known]
-    parts = [p for p in PART_WORDS if p in known]
-    examples: list[str] = []
-    if colours and parts:
-        for k in range(n * len(TEMPLATES)):
-            template = TEMPLATES[k % len(TEMPLATES)]
-            fill = {f"c{i}": colours[(k + 3 * i + k // len(TEMPLATES)) % len(colours)] for i in range(3)}
-            fill |= {f"p{i}": parts[(k + i) % len(parts)] for i in range(3)}
-            text = re.sub(r"\ba ([aeiou])", r"an \1", template.format(**fill))
-            if all(t in known for t in tokenize(text)) and text not in examples:
-                examples.append(text)
-            if len(examples) == n:
-                break
-    if not examples:
-        common = [w for w, _ in vocab.most_common() if w in known] or words
-        for k in range(min(n, max(1, len(common) // 3))):
-            examples.append(" ".join(common[3 * k: 3 * k + 4] or common[:4]))
-    return examples
-
-
 @dataclass
 class CheckedCaption:
     text: str
