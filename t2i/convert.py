@@ -7,13 +7,13 @@ given, maps every tensor onto t2i's modules (:mod:`t2i.models.reference`: strict
 prefixes stripped, PyTorch 0.3/0.4 files without ``num_batches_tracked`` accepted) and writes an export::
 
     out/
-      model.json                 format t2i-export, kind, model_spec, converted_from (files, SHA-256, key counts)
-      generator.safetensors      the released generator
-      discriminators.safetensors the discriminators, keys "<stage>.<key>" (when given)
-      text_encoder.safetensors   AttnGAN: the DAMSM text encoder      vocab.json   AttnGAN: captions.pickle's words
-      damsm/text_encoder.pt      AttnGAN: the DAMSM as t2i checkpoints (R-precision, encoder.checkpoint= of training)
-      damsm/image_encoder.pt     (when image_encoder200.pth is given; resizes to 299 with align_corners=True)
-      MODEL_CARD.md              what was converted and how it differs from the released code
+      model.json                     format t2i-export, kind, model_spec, converted_from (files, SHA-256, key counts)
+      generator.{safetensors,json}   the released generator                 } t2i.models.factory.save_module,
+      discriminator<i>.{...}         the discriminators, stage i (when given) } weights + spec
+      text_encoder.{...}, vocab.json AttnGAN: the DAMSM text encoder and captions.pickle's words
+      damsm/text_encoder.{...}       AttnGAN: the DAMSM as a DAMSM run folder (t2i.models.damsm): R-precision,
+      damsm/image_encoder.{...}      and encoder.checkpoint= of training; the image encoder when given
+      MODEL_CARD.md                  what was converted and how it differs from the released code
 
 An AttnGAN export is an ordinary ``kind: gan`` export: ``tools/generate.py`` and ``tools/evaluate.py`` use it
 unchanged. StackGAN and StackGAN++ were trained on 1024-d char-CNN-RNN sentence embeddings, which t2i does not
@@ -39,15 +39,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from t2i.data.text import Vocabulary
 from t2i.errors import CheckpointError
-from t2i.models.factory import build_from_spec
+from t2i.export import write_export
+from t2i.io import atomic_write_json
+from t2i.models.damsm import save_image_encoder, save_text_encoder
+from t2i.models.factory import build_from_spec, load_module, save_module
 from t2i.models.reference import ReferencePlan, convert_state, plan_reference, strip_module_prefix
 from t2i.structures import TextEmbedding
-from t2i.training.damsm import save_image_encoder, save_text_encoder
 
 log = logging.getLogger(__name__)
 
@@ -211,10 +212,6 @@ def _model_card(meta: dict, networks: Sequence[ConvertedNetwork]) -> str:
     return "\n".join(lines)
 
 
-def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-
-
 def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
     if out.exists():
         if not overwrite:
@@ -283,21 +280,22 @@ def convert_release(out_dir: str | os.PathLike, generator: str | os.PathLike | N
         converted_from = [n.record() for n in networks]
         damsm_dir = tmp / "damsm" if g is not None else tmp
         if text is not None:
-            damsm_dir.mkdir(exist_ok=True)
-            save_text_encoder(damsm_dir / "text_encoder.pt", text.module(), vocab,
+            save_text_encoder(damsm_dir / "text_encoder.safetensors", text.module(), vocab,
                               config={"converted_from": [text.record()]})
         if image is not None:
-            save_image_encoder(damsm_dir / "image_encoder.pt", image.module(), config={"converted_from": [image.record()]})
+            save_image_encoder(damsm_dir / "image_encoder.safetensors", image.module(),
+                               config={"converted_from": [image.record()]})
         if g is not None:
-            save_file(g.state, str(tmp / "generator.safetensors"))
-            if ds:
-                save_file({f"{i}.{k}": v for i, d in enumerate(ds) for k, v in d.state.items()},
-                          str(tmp / "discriminators.safetensors"))
             meta = _export_meta(g, ds, text, words_num, converted_from)
-            if text is not None:
-                save_file({k: v.contiguous() for k, v in text.state.items()}, str(tmp / "text_encoder.safetensors"))
-                vocab.save(tmp / "vocab.json")
-            _write_json(tmp / "model.json", meta)
+            if meta["kind"] == "gan":
+                write_export(tmp, "gan", {"generator": g.module(), "text_encoder": text.module()}, vocab.to_dict(),
+                             meta["model_spec"], step=0, config=meta["config"])
+            else:
+                meta["model_spec"]["generator"] = save_module(tmp / "generator.safetensors", g.module(),
+                                                              kind=f"{EMBEDDING_KIND}_generator")
+                atomic_write_json(tmp / "model.json", meta)
+            for i, d in enumerate(ds):
+                save_module(tmp / f"discriminator{i}.safetensors", d.module(), kind="gan_discriminator", stage=i)
             (tmp / "MODEL_CARD.md").write_text(_model_card(meta, networks), encoding="utf-8")
         _publish(tmp, out, overwrite)
     except BaseException:
@@ -318,7 +316,6 @@ def _export_meta(g: ConvertedNetwork, ds: Sequence[ConvertedNetwork], text: Conv
                                        "model": {"name": spec["name"], "d_condition": "sentence" if family == "attngan" else "mu"}}}
     if text is not None:
         meta["kind"] = "gan"
-        spec["text_encoder"] = text.plan.spec
     else:
         meta["kind"] = EMBEDDING_KIND
         meta["text_input"] = {"kind": "char-CNN-RNN", "dim": int(g.plan.info["sent_dim"])}
@@ -340,14 +337,7 @@ def load_embedding_generator(export_dir: str | os.PathLike) -> tuple[torch.nn.Mo
     if meta.get("format") != "t2i-export" or meta.get("kind") != EMBEDDING_KIND:
         raise CheckpointError(f"{path} holds a '{meta.get('kind')}' export; generate_from_embeddings needs a "
                               f"converted StackGAN / StackGAN++ export (kind {EMBEDDING_KIND})")
-    from t2i.training.checkpoint import load_state_dict_strict
-
-    generator = build_from_spec(meta["model_spec"]["generator"])
-    try:
-        state = load_file(str(path / "generator.safetensors"))
-    except Exception as exc:
-        raise CheckpointError(f"cannot read {path / 'generator.safetensors'}: {str(exc)[:150]}") from None
-    load_state_dict_strict(generator, state, "generator", path)
+    generator = load_module(path / "generator.safetensors", meta["model_spec"].get("generator"), "generator")
     return generator.eval().requires_grad_(False), meta
 
 

@@ -14,10 +14,11 @@ from reference_checkpoints import manifest, manifest_names, reference_state, wri
 from t2i.convert import (EMBEDDING_KIND, convert_file, convert_release, generate_from_embeddings,
                          read_reference_state)
 from t2i.errors import CheckpointError
+from t2i.models.factory import load_module
 from t2i.models.reference import convert_state, plan_reference
 from t2i.pipeline import Text2ImagePipeline
-from t2i.training.checkpoint import save_checkpoint
-from t2i.training.damsm import load_image_encoder, load_text_encoder
+from t2i.io import save_checkpoint
+from t2i.models.damsm import load_image_encoder, load_text_encoder
 
 EXPECTED_NETWORK = {
     "AttnGAN__bird__CNN_ENCODER": "AttnGAN CNN_ENCODER", "AttnGAN__bird__RNN_ENCODER": "AttnGAN RNN_ENCODER",
@@ -75,7 +76,7 @@ def test_attngan_birds_release_to_export_that_generates(tmp_path):
     assert [tuple(x.shape) for x in images.stage_images] == [(1, 3, 64, 64), (1, 3, 128, 128), (1, 3, 256, 256)]
     assert torch.isfinite(images.images).all() and len(images.attn_maps) == 2
     # the DAMSM text encoder as a t2i checkpoint, as tools/train.py (encoder.checkpoint=<export>/damsm) loads it
-    encoder = load_text_encoder(out / "damsm" / "text_encoder.pt", vocab=pipe.vocab)
+    encoder = load_text_encoder(out / "damsm", vocab=pipe.vocab)
     torch.testing.assert_close(encoder.state_dict()["rnn.weight_hh_l0_reverse"],
                                torch.load(text, weights_only=True)["rnn.weight_hh_l0_reverse"])
     assert "mask.repeat(queryL, 1)" in (out / "MODEL_CARD.md").read_text()
@@ -120,11 +121,8 @@ def test_stackgan_stage1_with_discriminator(tmp_path):
     images = generate_from_embeddings(out, embeddings, seed=5)
     assert tuple(images[-1].shape) == (2, 3, 64, 64) and torch.isfinite(images[-1]).all()
     torch.testing.assert_close(generate_from_embeddings(out, embeddings, seed=5)[-1], images[-1])  # seeded
-    from safetensors.torch import load_file
-    from t2i.models.factory import build_from_spec
-    d_state = load_file(str(out / "discriminators.safetensors"))
-    disc = build_from_spec(meta["model_spec"]["discriminators"][0])
-    disc.load_state_dict({k.removeprefix("0."): v for k, v in d_state.items()}, strict=True)
+    disc = load_module(out / "discriminator0.safetensors")
+    assert disc.resolution == 64 and not disc.has_uncond
     cond, uncond = disc.eval()(images[-1], torch.randn(2, 128))
     assert cond.shape == (2,) and uncond is None
 
@@ -134,12 +132,13 @@ def test_damsm_only_conversion_is_usable_by_training(tmp_path):
     image = write_reference(tmp_path / "image_encoder200.pth", "AttnGAN__bird__CNN_ENCODER", old=True)
     out = convert_release(tmp_path / "damsm", text_encoder=text, image_encoder=image,
                           captions=write_captions_pickle(tmp_path / "captions.pickle"))
-    assert sorted(p.name for p in out.iterdir()) == ["image_encoder.pt", "text_encoder.pt"]
-    encoder = load_image_encoder(out / "image_encoder.pt", embed_dim=256)
+    assert sorted(p.name for p in out.iterdir()) == ["image_encoder.json", "image_encoder.safetensors",
+                                                     "text_encoder.json", "text_encoder.safetensors"]
+    encoder = load_image_encoder(out, embed_dim=256)
     assert encoder.align_corners and encoder.frozen_trunk  # the released encoders' resize
     regions, code = encoder(torch.rand(1, 3, 64, 64) * 2 - 1)
     assert regions.shape == (1, 256, 17, 17) and code.shape == (1, 256)
-    assert load_text_encoder(out / "text_encoder.pt").out_dim == 256
+    assert load_text_encoder(out).out_dim == 256
 
 
 def _release_files(tmp_path):

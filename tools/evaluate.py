@@ -107,7 +107,7 @@ def main(cfg: DictConfig) -> None:
 
     # (3) networks and cached reference data; fails here, before generating, when something is missing
     damsm_dir = option(m.r_precision, "damsm")
-    if damsm_dir is None and export is not None and (Path(export) / "damsm" / "text_encoder.pt").is_file():
+    if damsm_dir is None and export is not None and (Path(export) / "damsm" / "text_encoder.json").is_file():
         damsm_dir = str(Path(export) / "damsm")  # a converted release carries its own DAMSM (tools/convert.py)
     suite = build_suite(
         names, data_name=str(cfg.data.name), runs_dir=cfg.runs_dir, reference_images=reference,

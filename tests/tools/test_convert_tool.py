@@ -63,5 +63,5 @@ def test_convert_then_evaluate_a_released_attngan_on_cub(tmp_path, make_cub):
     assert results["counts"]["images"] == 2 and results["counts"]["fid_reference_images"] == 3
     assert results["protocol"]["r_precision"]["shuffle_seed"] == 2
     assert results["protocol"]["is"]["classes"] == 1008 and "unbiased" in results["protocol"]["is"]["protocol"]
-    assert str(export / "damsm" / "image_encoder.pt") in results["weights"]  # scored by the converted DAMSM
+    assert any(str(export / "damsm") in w for w in results["weights"])  # scored by the converted DAMSM
 
