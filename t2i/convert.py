@@ -229,7 +229,7 @@ def convert_release(out_dir: str | os.PathLike, generator: str | os.PathLike | N
                     discriminators: Sequence[str | os.PathLike] = (), text_encoder: str | os.PathLike | None = None,
                     image_encoder: str | os.PathLike | None = None, captions: str | os.PathLike | None = None,
                     words_num: int = DEFAULT_WORDS_NUM, image_align_corners: bool = True,
-                    overwrite: bool = False) -> Path:
+                    reference_mask: bool = False, overwrite: bool = False) -> Path:
     """Convert released checkpoints into a t2i export at ``out_dir`` (see the module docstring).
 
     Args:
@@ -241,6 +241,8 @@ def convert_release(out_dir: str | os.PathLike, generator: str | os.PathLike | N
         captions: AttnGAN's ``captions.pickle`` (its ``ixtoword`` is the text encoder's vocabulary).
         words_num: longest caption the export keeps (AttnGAN ``TEXT.WORDS_NUM``: 18 birds, 12 COCO).
         image_align_corners: resize of the converted DAMSM image encoder (True: as the released encoders).
+        reference_mask: AttnGAN generators mask their word attention as the released code
+            (``mask.repeat(queryL, 1)``, see :class:`t2i.models.attention.WordAttention`); default: per sample.
         overwrite: replace an existing ``out_dir``.
 
     Returns:
@@ -256,6 +258,8 @@ def convert_release(out_dir: str | os.PathLike, generator: str | os.PathLike | N
         raise CheckpointError("nothing to convert: give generator=PATH (and for AttnGAN text_encoder=, captions=) "
                               "or text_encoder=PATH to convert a DAMSM")
     g = convert_file(generator, "generator") if generator is not None else None
+    if g is not None and reference_mask and g.plan.family == "attngan":
+        g.plan.spec["kwargs"]["stage_options"] = {"attention": {"reference_mask": True}}
     ds = [convert_file(p, "discriminator") for p in discriminators]
     text = convert_file(text_encoder, "text_encoder") if text_encoder is not None else None
     image = convert_file(image_encoder, "image_encoder", image_align_corners) if image_encoder is not None else None

@@ -80,6 +80,10 @@ def test_attngan_birds_release_to_export_that_generates(tmp_path):
     torch.testing.assert_close(encoder.state_dict()["rnn.weight_hh_l0_reverse"],
                                torch.load(text, weights_only=True)["rnn.weight_hh_l0_reverse"])
     assert "mask.repeat(queryL, 1)" in (out / "MODEL_CARD.md").read_text()
+    assert not pipe.generator.stages[1].attention.reference_mask
+    released = convert_release(tmp_path / "released_mask", generator=g, text_encoder=text, captions=captions,
+                               reference_mask=True)
+    assert Text2ImagePipeline.from_export(released, fold_bn=False).generator.stages[2].attention.reference_mask
 
 
 def test_stackgan2_birds_module_prefix_and_embedding_export(tmp_path):

@@ -32,6 +32,7 @@ def main(cfg: DictConfig) -> None:
     out = convert_release(cfg.out, generator=cfg.generator, discriminators=discriminators,
                           text_encoder=cfg.text_encoder, image_encoder=cfg.image_encoder, captions=cfg.captions,
                           words_num=int(cfg.words_num), image_align_corners=bool(cfg.image_align_corners),
+                          reference_mask=bool(cfg.reference_mask),
                           overwrite=bool(cfg.overwrite))
     model = out / "model.json"
     if model.is_file():
