@@ -62,7 +62,7 @@ REFERENCE_DIFFERENCES = """\
   behaviour is `stage_options: {attention: {reference_mask: true}}` on the generator. A single caption, or captions
   of one length, attend identically either way.
 - DAMSM image encoder: the released encoders were trained on a PyTorch whose bilinear `nn.Upsample` behaved as
-  `align_corners=True`; the converted `image_encoder.pt` resizes to 299 with `align_corners=True`.
+  `align_corners=True`; the converted `damsm/image_encoder` resizes to 299 with `align_corners=True`.
 - Training with this model (if resumed): the released generator loss leaves out the 1/gamma2 of Eq. 10
   (`model.released_eq10=true`), and pairs real image i with the caption of image i+1 of the same batch as the
   mismatched pair (`model.mismatched=next_in_batch`); t2i's defaults are the paper's Eq. 10 and captions of
