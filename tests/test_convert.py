@@ -11,12 +11,15 @@ import torch
 import torch.nn.functional as F
 
 from reference_checkpoints import manifest, manifest_names, reference_state, write_captions_pickle, write_reference
+from t2i.config import compose
 from t2i.convert import (EMBEDDING_KIND, convert_file, convert_release, generate_from_embeddings,
                          read_reference_state)
 from t2i.errors import CheckpointError
 from t2i.models.factory import load_module
 from t2i.models.reference import convert_state, plan_reference
+from t2i.data.text import Vocabulary
 from t2i.pipeline import Text2ImagePipeline
+from t2i.recipes.gan import damsm_paths
 from t2i.io import save_checkpoint
 from t2i.models.damsm import load_image_encoder, load_text_encoder
 
@@ -134,8 +137,8 @@ def test_stackgan_stage1_with_discriminator(tmp_path):
 def test_damsm_only_conversion_is_usable_by_training(tmp_path):
     text = write_reference(tmp_path / "text_encoder200.pth", "AttnGAN__bird__RNN_ENCODER", vocab_size=20)
     image = write_reference(tmp_path / "image_encoder200.pth", "AttnGAN__bird__CNN_ENCODER", old=True)
-    out = convert_release(tmp_path / "damsm", text_encoder=text, image_encoder=image,
-                          captions=write_captions_pickle(tmp_path / "captions.pickle"))
+    captions = write_captions_pickle(tmp_path / "captions.pickle")
+    out = convert_release(tmp_path / "damsm", text_encoder=text, image_encoder=image, captions=captions)
     assert sorted(p.name for p in out.iterdir()) == ["image_encoder.json", "image_encoder.safetensors",
                                                      "text_encoder.json", "text_encoder.safetensors"]
     encoder = load_image_encoder(out, embed_dim=256)
@@ -143,6 +146,11 @@ def test_damsm_only_conversion_is_usable_by_training(tmp_path):
     regions, code = encoder(torch.rand(1, 3, 64, 64) * 2 - 1)
     assert regions.shape == (1, 256, 17, 17) and code.shape == (1, 256)
     assert load_text_encoder(out).out_dim == 256
+    # what tools/train.py model=attngan encoder.checkpoint=<out> does with it (GAN recipe)
+    text_path, image_path = damsm_paths(compose("train", ["model=attngan", f"encoder.checkpoint={out}"]))
+    vocab = Vocabulary.from_attngan_captions_pickle(captions)
+    assert load_text_encoder(text_path, vocab=vocab).vocab_size == len(vocab) == 20
+    assert image_path == out / "image_encoder.safetensors"
 
 
 def _release_files(tmp_path):
