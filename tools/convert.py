@@ -17,18 +17,36 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from t2i import validation as check
 from t2i.cli import guarded, setup_logging
 from t2i.convert import convert_release
 from t2i.errors import ConfigError
+
+
+def check_settings(cfg: DictConfig) -> list[str]:
+    """The command line's values, checked before any file is read; returns the discriminator paths."""
+    if not cfg.out:
+        raise ConfigError("give the export folder to write: out=runs/<data>/<name>_released")
+    check.output_dir(cfg.out, "out")
+    for name in ("generator", "text_encoder", "image_encoder", "captions"):
+        if cfg.get(name) is not None:
+            check.existing_path(cfg[name], name, kind="file")
+    discriminators = cfg.discriminators or []
+    if isinstance(discriminators, str) or not all(isinstance(p, str) for p in discriminators):
+        raise ConfigError("discriminators must be a list of files, e.g. discriminators=[netD0.pth,netD1.pth,netD2.pth]")
+    for i, path in enumerate(discriminators):
+        check.existing_path(path, f"discriminators[{i}]", kind="file")
+    check.integer(cfg.words_num, "words_num", minimum=1, maximum=512)
+    for name in ("image_align_corners", "reference_mask", "overwrite"):
+        check.choice(cfg[name], name, [True, False])
+    return [str(p) for p in discriminators]
 
 
 @hydra.main(config_path="../conf", config_name="convert", version_base="1.3")
 @guarded
 def main(cfg: DictConfig) -> None:
     setup_logging()
-    if not cfg.out:
-        raise ConfigError("give the export folder to write: out=runs/<data>/<name>_released")
-    discriminators = [str(p) for p in (cfg.discriminators or [])]
+    discriminators = check_settings(cfg)
     out = convert_release(cfg.out, generator=cfg.generator, discriminators=discriminators,
                           text_encoder=cfg.text_encoder, image_encoder=cfg.image_encoder, captions=cfg.captions,
                           words_num=int(cfg.words_num), image_align_corners=bool(cfg.image_align_corners),

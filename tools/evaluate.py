@@ -49,6 +49,10 @@ def check_settings(cfg: DictConfig) -> None:
     check.choice(cfg.metrics.precision, "metrics.precision", ["auto", "fp32", "bf16"])
     check.choice(cfg.overwrite, "overwrite", [True, False])
     check.choice(cfg.real, "real", [True, False])
+    if cfg.metrics.r_precision.get("shuffle_seed") is not None:
+        check.seed(cfg.metrics.r_precision.shuffle_seed, "metrics.r_precision.shuffle_seed")
+    check.integer(cfg.metrics["is"].get("batch_size"), "metrics.is.batch_size", minimum=1, optional=True)
+    check.choice(cfg.metrics["is"].get("skip_first_logit"), "metrics.is.skip_first_logit", [None, True, False])
 
 
 def output_folder(cfg: DictConfig) -> Path | None:
