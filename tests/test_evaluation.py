@@ -293,7 +293,7 @@ def test_inception_score_without_logits_names_the_weights_file(setup, monkeypatc
         suite_for(setup, ["is"], monkeypatch, logits=False, is_classifier=str(setup["tmp"] / "cub_inception.pt"))
     suite = suite_for(setup, ["is"], monkeypatch, logits=False, is_classifier=str(setup["tmp"] / "cub_inception.pt"),
                       trust_torchscript=True)
-    suite.settings.update(is_batch_size=4)  # StackGAN scores full batches only (64 by default)
+    suite.options["is"]["batch_size"] = 4  # StackGAN scores full batches only (64 by default)
     result = ev.evaluate(["is"], ev.real_images(setup["test"], batch_size=4, progress=False), suite)
     assert result["counts"]["is_classes"] == 200 and result["metrics"]["is"] >= 1.0
     assert result["protocol"]["is"]["profile"] == "stackgan-cub" and not result["protocol"]["is"]["skip_first_logit"]

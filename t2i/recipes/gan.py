@@ -114,11 +114,11 @@ def make_visualizer(sample_dir: Path, vocab):
 
 def build_loss(model, image_encoder: torch.nn.Module | None) -> GANLoss:
     """The GAN objective of ``cfg.model``; ``released_eq10`` and ``mismatched=next_in_batch`` follow the released code."""
-    return GANLoss(image_encoder=image_encoder, lambda_damsm=float(_opt(model, "lambda_damsm", 0.0)),
+    return GANLoss(image_encoder=image_encoder, lambda_damsm=float(option(model, "lambda_damsm", 0.0)),
                    kl_weight=float(model.kl_weight), adversarial=str(model.loss), scheme=str(model.d_scheme),
                    condition=str(model.d_condition), uncond_weight=float(model.uncond_weight),
-                   released_eq10=bool(_opt(model, "released_eq10", False)),
-                   mismatched=str(_opt(model, "mismatched", "other_class")))
+                   released_eq10=bool(option(model, "released_eq10", False)),
+                   mismatched=str(option(model, "mismatched", "other_class")))
 
 
 def build_trainer(cfg) -> GANTrainer:
