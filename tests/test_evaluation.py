@@ -250,7 +250,9 @@ def test_r_precision_uses_99_mismatched_captions_of_other_classes(setup, monkeyp
     pool = suite.damsm.sentence_vectors(suite.caption_pool)
     hits = [bool(caption_hits(image_vecs[i:i + 1], true[i:i + 1], pool[torch.from_numpy(idx[i])][None])[0])
             for i in range(6)]
-    folds = [np.mean(hits[:3]), np.mean(hits[3:])]
+    shuffled = np.array(hits)[np.random.default_rng(5).permutation(6)]  # DM-GAN shuffles; seed = evaluation seed
+    folds = [np.mean(shuffled[:3]), np.mean(shuffled[3:])]
+    assert result["protocol"]["r_precision"]["shuffle_seed"] == 5
     assert result["metrics"]["r_precision"] == pytest.approx(np.mean(folds))
     assert result["metrics"]["r_precision_std"] == pytest.approx(np.std(folds))
     assert result["counts"]["r_precision_hits"] == sum(hits)
@@ -291,8 +293,11 @@ def test_inception_score_without_logits_names_the_weights_file(setup, monkeypatc
         suite_for(setup, ["is"], monkeypatch, logits=False, is_classifier=str(setup["tmp"] / "cub_inception.pt"))
     suite = suite_for(setup, ["is"], monkeypatch, logits=False, is_classifier=str(setup["tmp"] / "cub_inception.pt"),
                       trust_torchscript=True)
+    suite.options["is"]["batch_size"] = 4  # StackGAN scores full batches only (64 by default)
     result = ev.evaluate(["is"], ev.real_images(setup["test"], batch_size=4, progress=False), suite)
     assert result["counts"]["is_classes"] == 200 and result["metrics"]["is"] >= 1.0
+    assert result["protocol"]["is"]["profile"] == "stackgan-cub" and not result["protocol"]["is"]["skip_first_logit"]
+    assert result["counts"]["is_images"] == 4 * (result["counts"]["images"] // 4)
     with pytest.raises(WeightsError, match="does not exist"):
         ev.load_is_classifier(setup["tmp"] / "missing.pt")
 

@@ -49,6 +49,10 @@ def check_settings(cfg: DictConfig) -> None:
     check.choice(cfg.metrics.precision, "metrics.precision", ["auto", "fp32", "bf16"])
     check.choice(cfg.overwrite, "overwrite", [True, False])
     check.choice(cfg.real, "real", [True, False])
+    if cfg.metrics.r_precision.get("shuffle_seed") is not None:
+        check.seed(cfg.metrics.r_precision.shuffle_seed, "metrics.r_precision.shuffle_seed")
+    check.integer(cfg.metrics["is"].get("batch_size"), "metrics.is.batch_size", minimum=1, optional=True)
+    check.choice(cfg.metrics["is"].get("skip_first_logit"), "metrics.is.skip_first_logit", [None, True, False])
 
 
 def output_folder(cfg: DictConfig) -> Path | None:
@@ -106,6 +110,9 @@ def main(cfg: DictConfig) -> None:
                            batch_size=batch_size, num_workers=workers, progress=progress)
 
     # (3) networks and cached reference data; fails here, before generating, when something is missing
+    damsm_dir = option(m.r_precision, "damsm")
+    if damsm_dir is None and export is not None and (Path(export) / "damsm" / "text_encoder.json").is_file():
+        damsm_dir = str(Path(export) / "damsm")  # a converted release carries its own DAMSM (tools/convert.py)
     suite = build_suite(
         names, data_name=str(cfg.data.name), runs_dir=cfg.runs_dir, reference_images=reference,
         reference_split=reference_split, reference_limit=reference_limit,
@@ -116,7 +123,7 @@ def main(cfg: DictConfig) -> None:
         caption_records=test_ds.records, attribute_schema=source.attribute_schema(), image_size=image_size,
         profile=str(m.profile), inception_weights=option(m, "inception_weights"), is_classifier=option(m["is"], "classifier"),
         trust_torchscript=bool(option(m["is"], "trust_torchscript", False)),
-        stats_cache=option(m, "stats_cache"), damsm_dir=option(m.r_precision, "damsm"), vocab=vocab, words_num=words_num,
+        stats_cache=option(m, "stats_cache"), damsm_dir=damsm_dir, vocab=vocab, words_num=words_num,
         attribute_classifier=option(m.attribute_accuracy, "classifier"),
         attribute_options=to_container(m.attribute_accuracy),
         options={name: to_container(m[name]) for name in names if m.get(name) is not None},

@@ -27,6 +27,7 @@ from t2i.evaluation.streams import ImageBatch, generated_images
 from t2i.metrics.attribute_accuracy import AttributeClassifier
 from t2i.metrics.fid import FeatureStatistics
 from t2i.metrics.inception import FID_WEIGHTS_FILE
+from t2i.metrics.inception_score import CUB_PROFILE
 from t2i.metrics.profiles import get_profile
 from t2i.metrics.registry import MetricDriver, MetricInputs, get_driver
 from t2i.models.damsm import DAMSMScorer
@@ -39,7 +40,9 @@ log = logging.getLogger(__name__)
 _SETTING_KEYS = {"is_splits": ("is", "splits"), "is_num_classes": ("is", "num_classes"),
                  "kid_subsets": ("kid", "num_subsets"), "kid_subset_size": ("kid", "max_subset_size"),
                  "folds": ("r_precision", "folds"), "mismatched": ("r_precision", "mismatched"),
-                 "drop_last_per_fold": ("r_precision", "drop_last_per_fold")}
+                 "drop_last_per_fold": ("r_precision", "drop_last_per_fold"),
+                 "shuffle_seed": ("r_precision", "shuffle_seed"), "is_skip_first": ("is", "skip_first_logit"),
+                 "is_batch_size": ("is", "batch_size")}
 
 
 def _drivers(metric_names: Sequence[str]) -> list[MetricDriver]:
@@ -276,7 +279,8 @@ def _feature_extractors(suite: EvaluationSuite, needs: set[str]) -> dict[str, Ca
         out["inception_pool"] = lambda images: inception(images)[0]
     if "inception_logits" in needs:
         if suite.is_classifier is not None:
-            out["inception_logits"] = lambda images: feats.inception_batch(images, suite.is_classifier, profile, device,
+            cub = get_profile(CUB_PROFILE)  # the CUB classifier gets StackGAN's own input preparation
+            out["inception_logits"] = lambda images: feats.inception_batch(images, suite.is_classifier, cub, device,
                                                                            dtype)[1]
         else:
             out["inception_logits"] = lambda images: inception(images)[1]
@@ -347,6 +351,7 @@ def evaluate(metric_names: Sequence[str], images: Iterable[ImageBatch], suite: E
             feats.check_finite(features[name], "Inception features")
     metrics: dict[str, float] = {}
     counts: dict[str, int] = {"images": count}
+    protocol: dict[str, Any] = {}
     classes = torch.cat(class_ids).numpy()
     for driver in drivers:
         t = time.perf_counter()
@@ -355,6 +360,8 @@ def evaluate(metric_names: Sequence[str], images: Iterable[ImageBatch], suite: E
                                              options=suite.options_of(driver.name), seed=seed))
         metrics.update(result.metrics)
         counts.update(result.counts)
+        if result.protocol:
+            protocol[driver.name] = result.protocol
         key = _TIMING.get(driver.needs[0], "inception") if driver.needs else "inception"
         timings[key] += time.perf_counter() - t
     metrics.update(suite.ceiling)
@@ -363,7 +370,7 @@ def evaluate(metric_names: Sequence[str], images: Iterable[ImageBatch], suite: E
     timings["total"] = round(time.perf_counter() - started, 3)
     timings["images_per_second"] = round(count / max(timings["total"], 1e-9), 3)
     return {"metrics": metrics, "counts": counts, "timings": timings, "profile": suite.profile, "seed": seed,
-            "metric_names": names, "weights": dict(suite.weights)}
+            "metric_names": names, "weights": dict(suite.weights), "protocol": protocol}
 
 
 def evaluate_pipeline(pipeline: Text2ImagePipeline, suite: EvaluationSuite, records: Sequence[Record],

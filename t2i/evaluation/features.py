@@ -211,6 +211,10 @@ def load_is_classifier(path: str | os.PathLike, device: str | torch.device = "cp
       ``[N, K]`` (or a tuple whose first element is the logits), only with ``trust_torchscript=True``
       (``metrics.is.trust_torchscript=true``): TorchScript is code, and loading it runs it.
 
+    Either is fed the ``stackgan-cub`` profile's images (StackGAN's ``preprocess``: PIL bilinear to 299 on the
+    8-bit image, ``x / 127.5 - 1``), whatever ``metrics.profile`` says, and scored by StackGAN's CUB protocol
+    (:mod:`t2i.metrics.inception_score`).
+
     Returns:
         a frozen module whose forward gives ``(None, logits [N, K])``.
 

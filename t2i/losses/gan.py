@@ -48,19 +48,25 @@ class GANLoss(nn.Module):
         condition: what discriminators are conditioned on: ``sentence`` (AttnGAN) or the CA ``mu``
             (StackGAN, StackGAN++).
         uncond_weight: weight of the unconditional terms (StackGAN++'s ``COEFF.UNCOND_LOSS``).
-        gammas: DAMSM smoothing factors (4, 5, 10); ``released_eq10`` as in :class:`DAMSMLoss`.
+        gammas: DAMSM smoothing factors (4, 5, 10); ``released_eq10`` as in :class:`DAMSMLoss` (the released
+            AttnGAN's generator loss leaves out Eq. 10's 1/gamma2).
+        mismatched: ``other_class`` (t2i: the data layer's captions of other classes) or ``next_in_batch`` (the
+            released code: real image ``i`` with the caption of sample ``i + 1`` of the batch).
     """
 
     def __init__(self, image_encoder: nn.Module | None = None, lambda_damsm: float = 0.0, kl_weight: float = 1.0,
                  adversarial: str = "bce", scheme: str = "attngan", condition: str = "sentence",
                  uncond_weight: float = 1.0, gamma1: float = 4.0, gamma2: float = 5.0, gamma3: float = 10.0,
-                 released_eq10: bool = False):
+                 released_eq10: bool = False, mismatched: str = "other_class"):
         super().__init__()
         if condition not in CONDITIONS:
             raise ValueError(f"unknown discriminator condition {condition!r}; choose one of {CONDITIONS}")
         if lambda_damsm > 0 and image_encoder is None:
             raise ValueError("lambda_damsm > 0 needs the DAMSM image encoder")
         self.image_encoder = image_encoder.eval().requires_grad_(False) if image_encoder is not None else None
+        if mismatched not in ("other_class", "next_in_batch"):
+            raise ValueError(f"mismatched must be other_class or next_in_batch, got {mismatched!r}")
+        self.mismatched = mismatched
         self.damsm = DAMSMLoss(gamma1, gamma2, gamma3, released_eq10)
         self.lambda_damsm, self.kl_weight = lambda_damsm, kl_weight
         self.adversarial, self.scheme, self.condition, self.uncond_weight = adversarial, scheme, condition, uncond_weight
@@ -73,7 +79,13 @@ class GANLoss(nn.Module):
 
     def conditions(self, output: GeneratorOutput, text: TextEmbedding, wrong: TextEmbedding | None,
                    generator: nn.Module) -> tuple[Tensor, Tensor | None]:
-        """Discriminator conditions of the right and the mismatched texts ``[B, cond_dim]`` (detached)."""
+        """Discriminator conditions of the right and the mismatched texts ``[B, cond_dim]`` (detached).
+
+        With ``mismatched="next_in_batch"`` the mismatched condition is None: the discriminator loss then pairs real
+        image ``i`` with the condition of sample ``i + 1`` (``B - 1`` pairs), as the released AttnGAN / StackGAN code.
+        """
+        if self.mismatched == "next_in_batch":
+            wrong = None
         if self.condition == "sentence":
             return text.sentence.detach(), (wrong.sentence.detach() if wrong is not None else None)
         wrong_mu = generator.ca.encode(wrong.sentence)[0].detach() if wrong is not None else None

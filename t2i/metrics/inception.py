@@ -220,8 +220,9 @@ class FIDInceptionV3(nn.Module):
             images: ``[N, 3, 299, 299]`` float, resized and normalised by a profile (about [-1, 1]).
 
         Returns:
-            ``(pool, logits)``: ``pool [N, 2048]`` float32 (the ``pool_3`` features of FID) and
-            ``logits [N, 1008]`` float32, or ``None`` when the network has no classifier.
+            ``(pool, logits)``: ``pool [N, 2048]`` float32 (the ``pool_3`` features of FID) and the unbiased
+            ``logits [N, 1008] = pool @ fc.weight.T`` float32 (no ``fc.bias``, as the Inception Score references),
+            or ``None`` when the network has no classifier.
         """
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"FIDInceptionV3 expects images [N, 3, 299, 299], got {tuple(images.shape)}")
@@ -233,8 +234,10 @@ class FIDInceptionV3(nn.Module):
                       self.Mixed_6d, self.Mixed_6e, self.Mixed_7a, self.Mixed_7b, self.Mixed_7c):
             x = block(x)  # ends at [N, 2048, 8, 8]
         pool = x.mean(dim=(2, 3)).float()  # [N, 2048]
-        logits = self.fc(pool.to(self.fc.weight.dtype)).float() if self.fc is not None else None  # [N, 1008]
-        return pool, logits
+        # The Inception Score's logits are ``pool3 @ W^T`` without the fc bias: improved-gan multiplies pool_3 by
+        # the softmax weights only, torch-fidelity calls them ``logits_unbiased``, stylegan3 uses no_output_bias.
+        logits = F.linear(pool.to(self.fc.weight.dtype), self.fc.weight).float() if self.fc is not None else None
+        return pool, logits  # [N, 2048], [N, 1008]
 
 
 # --------------------------------------------------------------------------------------------- weights

@@ -16,13 +16,24 @@ Every profile takes images as the project stores them (``[N, 3, H, W]`` float in
     ``inception-2015-12-05.pt`` and clean-fid's ``legacy_tensorflow`` mode): uint8 pixels go through the
     graph's ``ResizeBilinear`` with TF1's default ``align_corners=False`` and no half-pixel centres, i.e. output
     pixel ``i`` samples input coordinate ``i * in / out`` (the last row/column repeats the border), then
-    ``(x - 128) / 128``, so values lie in [-1, 0.9921875].
+    ``(x - 128) / 128``, so values lie in [-1, 0.9921875]. Computed as TF1's ``ResizeBilinear`` CPU kernel
+    does, in float32: ``scale = float32(in) / float32(out)``, source ``float32(i) * scale``, ``lerp = src -
+    floor(src)``, neighbours ``floor(src)`` and ``min(ceil(src), in - 1)``, then ``top = tl + (tr - tl) * x_lerp``
+    (likewise ``bottom``) and ``top + (bottom - top) * y_lerp``, each rounded to float32. The one difference
+    left: a TF build whose compiler fuses these multiply-adds (FMA) rounds once instead of twice, which
+    moves an output by at most one float32 ulp.
 ``clean-fid``
     clean-fid's ``clean`` mode: each uint8 image channel is resized by PIL's bicubic filter in float
-    (``mode 'F'``, antialiased when downsampling, no quantisation after), then ``(x - 128) / 128``.
+    (``mode 'F'``, antialiased when downsampling), the bicubic overshoot is clipped to [0, 255] (clean-fid's
+    ``resize_single_channel`` ends with ``.clip(0, 255)``), then ``(x - 128) / 128``.
+``stackgan-cub``
+    the input of StackGAN's CUB Inception Score (``StackGAN-inception-model/inception_score.py``,
+    ``preprocess``): the uint8 RGB image is resized by ``scipy.misc.imresize(img, (299, 299, 3),
+    interp='bilinear')``, i.e. PIL's bilinear filter on the 8-bit image (the result is 8-bit again), then
+    ``x / 127.5 - 1``.
 
-``tf1`` and ``clean-fid`` model images that were saved as 8-bit files: float input is first quantised as a
-PNG writer does (``round((x + 1) * 127.5)`` clamped to [0, 255]).
+``tf1``, ``clean-fid`` and ``stackgan-cub`` model images that were saved as 8-bit files: float input is first
+quantised as a PNG writer does (``round((x + 1) * 127.5)`` clamped to [0, 255]).
 """
 
 from __future__ import annotations
@@ -88,10 +99,30 @@ def _pytorch_fid(images: Tensor) -> Tensor:
     return 2 * x - 1
 
 
+def _tf1_coordinates(size_in: int, size_out: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """TF1 ``compute_interpolation_weights`` with the legacy scaler, in float32: lower, upper, lerp."""
+    scale = torch.tensor(size_in, dtype=torch.float32) / torch.tensor(size_out, dtype=torch.float32)
+    src = torch.arange(size_out, dtype=torch.float32, device=device) * scale.to(device)  # float32 product
+    floor = torch.floor(src)
+    lower = floor.long().clamp(min=0)
+    upper = torch.ceil(src).long().clamp(max=size_in - 1)
+    return lower, upper, src - floor
+
+
+def resize_bilinear_tf1(images: Tensor, size: tuple[int, int]) -> Tensor:
+    """TF1 ``tf.image.resize_bilinear(align_corners=False)`` of ``[N, C, H, W]`` in float32, as its CPU kernel."""
+    x = images.to(torch.float32)
+    y_lo, y_hi, y_lerp = _tf1_coordinates(x.shape[2], size[0], x.device)
+    x_lo, x_hi, x_lerp = _tf1_coordinates(x.shape[3], size[1], x.device)
+    top_rows, bottom_rows = x[:, :, y_lo, :], x[:, :, y_hi, :]  # [N, C, out_h, W]
+    top = top_rows[..., x_lo] + (top_rows[..., x_hi] - top_rows[..., x_lo]) * x_lerp  # [N, C, out_h, out_w]
+    bottom = bottom_rows[..., x_lo] + (bottom_rows[..., x_hi] - bottom_rows[..., x_lo]) * x_lerp
+    return top + (bottom - top) * y_lerp[:, None]
+
+
 def _tf1(images: Tensor) -> Tensor:
-    x = to_uint8(images).to(torch.float64)
-    x = resize_bilinear(x, (INCEPTION_SIZE, INCEPTION_SIZE), "tf1_legacy")
-    return ((x - 128) / 128).float()
+    x = resize_bilinear_tf1(to_uint8(images), (INCEPTION_SIZE, INCEPTION_SIZE))
+    return (x - 128) / 128  # the graph's Sub and Mul(1/128), exact in float32
 
 
 def _clean_fid(images: Tensor) -> Tensor:
@@ -100,8 +131,16 @@ def _clean_fid(images: Tensor) -> Tensor:
     for n, image in enumerate(pixels):
         for c, channel in enumerate(image):
             resized = Image.fromarray(channel).resize((INCEPTION_SIZE, INCEPTION_SIZE), resample=Image.BICUBIC)
-            out[n, c] = np.asarray(resized)
+            out[n, c] = np.asarray(resized).clip(0, 255)  # clean-fid clips the bicubic overshoot
     return (torch.from_numpy(out).to(images.device) - 128) / 128
+
+
+def _stackgan_cub(images: Tensor) -> Tensor:
+    pixels = to_uint8(images).permute(0, 2, 3, 1).cpu().numpy()  # [N, H, W, 3] uint8
+    out = np.empty((pixels.shape[0], INCEPTION_SIZE, INCEPTION_SIZE, 3), dtype=np.float32)
+    for n, image in enumerate(pixels):  # scipy.misc.imresize(..., interp='bilinear'): PIL bilinear, uint8 out
+        out[n] = np.asarray(Image.fromarray(image, "RGB").resize((INCEPTION_SIZE, INCEPTION_SIZE), Image.BILINEAR))
+    return torch.from_numpy(out / np.float32(127.5) - np.float32(1.0)).permute(0, 3, 1, 2).contiguous().to(images.device)
 
 
 @dataclass(frozen=True)
@@ -123,7 +162,8 @@ class Profile:
 
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (
-    Profile("pytorch-fid", _pytorch_fid), Profile("tf1", _tf1), Profile("clean-fid", _clean_fid))}
+    Profile("pytorch-fid", _pytorch_fid), Profile("tf1", _tf1), Profile("clean-fid", _clean_fid),
+    Profile("stackgan-cub", _stackgan_cub))}
 
 
 def get_profile(name: str) -> Profile:

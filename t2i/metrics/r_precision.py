@@ -4,16 +4,20 @@ For every generated image, its true caption and 99 captions of other classes are
 the DAMSM image vector and each sentence vector; the image is a hit when the true caption ranks first. DM-GAN
 (``code/trainer.py``, ``sampling``) does exactly this per image: cosine with the norm product clamped at 1e-8,
 hit when ``torch.argmax(scores) == 0``. ``argmax`` returns the *first* maximum and the true caption is index 0,
-so a tie with a mismatched caption counts as a hit; we keep that rule (``true >= every other``).
+so a tie with a mismatched caption counts as a hit; we keep that rule (``true >= every other``). In particular an
+all-zero image vector (a blank or diverged image through some encoders) scores 0 against every caption and is a
+hit; it is kept as in the reference, with a warning naming how many there were.
 
 Folds: DM-GAN shuffles the 30,000 hits, splits them into 10 folds of 3,000, and averages ``R[i*3000:(i+1)*3000-1]``,
 so the last sample of every fold is dropped (2,999 per fold). By default every sample is counted (fold ``k`` is
-``hits[k*N//F:(k+1)*N//F]``); ``drop_last_per_fold=True`` reproduces DM-GAN's bookkeeping. Shuffling before
-folding (as DM-GAN) happens when an ``rng`` is given. The std is over fold means with ddof 0 (``np.std``).
+``hits[k*N//F:(k+1)*N//F]``); ``drop_last_per_fold=True`` reproduces DM-GAN's bookkeeping. The hits are shuffled
+before folding, as DM-GAN does, by default with a seeded generator (``shuffle_seed=0``, recorded by the evaluation
+driver with the result); ``shuffle_seed=None`` folds in generation order. The std is over fold means with ddof 0.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Mapping, Sequence
 
@@ -21,6 +25,8 @@ import numpy as np
 import torch
 
 from t2i.errors import DataError
+
+log = logging.getLogger(__name__)
 
 
 def true_first(scores: torch.Tensor) -> torch.Tensor:
@@ -52,6 +58,10 @@ def caption_hits(image_vecs: torch.Tensor, true_sent_vecs: torch.Tensor, mismatc
     dots = torch.einsum("nd,nmd->nm", image_vecs, candidates)  # [N, 1+M]
     norms = image_vecs.norm(dim=1, keepdim=True) * candidates.norm(dim=2)  # [N, 1+M]
     scores = dots / norms.clamp(min=1e-8)
+    zero = int((image_vecs.abs().sum(dim=1) == 0).sum())
+    if zero:
+        log.warning("R-precision: %d of %d image vectors are all zero; each scores 0 against every caption and counts "
+                    "as a hit, as in the reference (DM-GAN's argmax picks the true caption on ties)", zero, len(image_vecs))
     return true_first(scores)
 
 
@@ -64,8 +74,20 @@ def fold_means(hits: np.ndarray, folds: int = 10, drop_last_per_fold: bool = Fal
     return np.array([hits[bounds[k]:bounds[k + 1] - int(drop_last_per_fold)].mean() for k in range(folds)])
 
 
+def shuffled_fold_means(hits: np.ndarray, folds: int = 10, drop_last_per_fold: bool = False,
+                        shuffle_seed: int | None = 0, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Fold means of ``hits [N]`` after DM-GAN's shuffle: ``default_rng(shuffle_seed).permutation(N)`` (or ``rng``'s).
+
+    ``shuffle_seed=None`` and no ``rng``: folds follow the input order.
+    """
+    if rng is None and shuffle_seed is not None:
+        rng = np.random.default_rng(shuffle_seed)
+    ordered = hits[rng.permutation(len(hits))] if rng is not None else hits
+    return fold_means(np.asarray(ordered, dtype=np.float64), folds, drop_last_per_fold)
+
+
 def r_precision(image_vecs: torch.Tensor, true_sent_vecs: torch.Tensor, mismatched_sent_vecs: torch.Tensor,
-                folds: int = 10, drop_last_per_fold: bool = False,
+                folds: int = 10, drop_last_per_fold: bool = False, shuffle_seed: int | None = 0,
                 rng: np.random.Generator | None = None) -> tuple[float, float, np.ndarray]:
     """R-precision (top-1 of 1 true + M mismatched captions), mean and std over folds.
 
@@ -73,14 +95,15 @@ def r_precision(image_vecs: torch.Tensor, true_sent_vecs: torch.Tensor, mismatch
         image_vecs: ``[N, D]`` image vectors; true_sent_vecs ``[N, D]``; mismatched_sent_vecs ``[N, M, D]``.
         folds: number of folds (10).
         drop_last_per_fold: drop the last sample of each fold, as DM-GAN's code does.
-        rng: if given, shuffle the hits before folding (DM-GAN shuffles; the mean over all samples is unchanged).
+        shuffle_seed: seed of the shuffle before folding (DM-GAN shuffles; the mean over all samples is unchanged
+            when no sample is dropped); None: fold in input order.
+        rng: a generator to shuffle with instead of ``shuffle_seed``.
 
     Returns:
         ``(mean, std, hits)``: mean and std (ddof 0) of the fold means, and the ``[N]`` bool hits in input order.
     """
     hits = caption_hits(image_vecs, true_sent_vecs, mismatched_sent_vecs).cpu().numpy()
-    ordered = hits[rng.permutation(len(hits))] if rng is not None else hits
-    means = fold_means(ordered.astype(np.float64), folds, drop_last_per_fold)
+    means = shuffled_fold_means(hits, folds, drop_last_per_fold, shuffle_seed, rng)
     return float(means.mean()), float(means.std()), hits
 
 

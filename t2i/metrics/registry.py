@@ -41,9 +41,9 @@ from t2i.data.attributes import parse_caption_attributes
 from t2i.errors import ConfigError
 from t2i.metrics.attribute_accuracy import attribute_accuracy
 from t2i.metrics.fid import feature_statistics, fid_from_features, frechet_distance
-from t2i.metrics.inception_score import inception_score
+from t2i.metrics.inception_score import CUB_PROFILE, inception_score
 from t2i.metrics.kid import kernel_inception_distance
-from t2i.metrics.r_precision import caption_hits, fold_means, r_precision, sample_mismatched_captions
+from t2i.metrics.r_precision import caption_hits, r_precision, sample_mismatched_captions, shuffled_fold_means
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +74,12 @@ class MetricInputs:
 
 @dataclass
 class MetricResult:
-    """``metrics``: name -> value (``<name>_std`` beside it); ``counts``: image counts to report."""
+    """``metrics``: name -> value (``<name>_std`` beside it); ``counts``: image counts to report; ``protocol``: the
+    settings that make the number reproducible (recorded as ``protocol.<metric>`` in ``metrics.json``)."""
 
     metrics: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
+    protocol: dict[str, Any] = field(default_factory=dict)  # how it was computed (seeds, profile), for metrics.json
 
 
 @dataclass(frozen=True)
@@ -190,11 +192,27 @@ def _kid(inputs: MetricInputs) -> MetricResult:
 @register_metric("is", needs=("inception_logits",), label="Inception Score",
                  min_images=lambda options: int(options.get("splits", 10)), function=inception_score)
 def _inception_score(inputs: MetricInputs) -> MetricResult:
-    logits = inputs.features["inception_logits"]
-    num_classes = inputs.options.get("num_classes")
-    mean, std = inception_score(logits, splits=int(inputs.options.get("splits", 10)), num_classes=num_classes)
-    return MetricResult({"is": mean, "is_std": std},
-                        {"is_classes": int(logits.shape[1] if num_classes is None else num_classes)})
+    """COCO protocol (FID Inception, unbiased logits, every image in order) or, with a user-supplied classifier,
+    StackGAN's CUB protocol (logit 0 left out when it is the background class of a 51-way classifier or
+    ``skip_first_logit``, images shuffled with the evaluation seed, full batches of ``batch_size`` 64)."""
+    logits, options = inputs.features["inception_logits"], inputs.options
+    splits, num_classes = int(options.get("splits", 10)), options.get("num_classes")
+    if getattr(inputs.suite, "is_classifier", None) is None:
+        kwargs: dict[str, Any] = {"skip_first": False, "batch_size": None, "rng": None}
+        protocol = {"protocol": "improved-gan (FID Inception, unbiased logits pool3 @ W^T)",
+                    "profile": getattr(inputs.suite, "profile", None)}
+    else:
+        skip = options.get("skip_first_logit")
+        skip = logits.shape[1] == 51 if skip is None else bool(skip)
+        kwargs = {"skip_first": skip, "batch_size": int(options.get("batch_size") or 64), "rng": inputs.seed}
+        protocol = {"protocol": "StackGAN CUB (fine-tuned classifier)", "profile": CUB_PROFILE,
+                    "skip_first_logit": skip, "batch_size": kwargs["batch_size"], "shuffle_seed": inputs.seed}
+    mean, std = inception_score(logits, splits=splits, num_classes=num_classes, **kwargs)
+    classes = logits.shape[1] - int(kwargs["skip_first"])
+    classes = classes if num_classes is None else min(classes, int(num_classes))
+    images = len(logits) // kwargs["batch_size"] * kwargs["batch_size"] if kwargs["batch_size"] else len(logits)
+    protocol.update(classes=classes, splits=splits, images=images)
+    return MetricResult({"is": mean, "is_std": std}, {"is_classes": classes, "is_images": images}, protocol)
 
 
 def _r_precision_min(options: Mapping[str, Any]) -> int:
@@ -218,10 +236,14 @@ def _r_precision(inputs: MetricInputs) -> MetricResult:
         hits.append(caption_hits(image_vecs[rows], true_sent[rows], pool_sent[torch.from_numpy(idx[rows])]))
     hits_np = torch.cat(hits).numpy()
     drop_last = bool(options.get("drop_last_per_fold", False))
-    ordered = hits_np[rng.permutation(len(hits_np))] if drop_last else hits_np  # DM-GAN shuffles before folding
-    means = fold_means(ordered.astype(np.float64), int(options.get("folds", 10)), drop_last)
+    shuffle_seed = options.get("shuffle_seed")
+    shuffle_seed = inputs.seed if shuffle_seed is None else int(shuffle_seed)
+    folds = int(options.get("folds", 10))
+    means = shuffled_fold_means(hits_np, folds, drop_last, shuffle_seed)  # DM-GAN shuffles before folding
     return MetricResult({"r_precision": float(means.mean()), "r_precision_std": float(means.std())},
-                        {"r_precision_hits": int(hits_np.sum())})
+                        {"r_precision_hits": int(hits_np.sum())},
+                        {"folds": folds, "shuffle_seed": shuffle_seed, "mismatched": int(options.get("mismatched", 99)),
+                         "drop_last_per_fold": drop_last})
 
 
 @register_metric("attribute_accuracy", needs=("attributes",), uses=("attribute_classifier",),

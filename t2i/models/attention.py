@@ -32,7 +32,7 @@ def word_attention(query: Tensor, words: Tensor, pad_mask: Tensor | None = None,
     Args:
         query: ``[B, N, D]`` query vectors (image sub-regions).
         words: ``[B, T, D]`` word features in the same space as the query.
-        pad_mask: ``[B, T]`` True at padding.
+        pad_mask: ``[B, T]`` True at padding (or ``[B, N, T]``, one mask per query).
         gamma: sharpness multiplying the scores before the softmax (DAMSM's gamma1; 1 in the generator).
 
     Returns:
@@ -40,7 +40,7 @@ def word_attention(query: Tensor, words: Tensor, pad_mask: Tensor | None = None,
         attn: ``[B, N, T]`` attention weights, summing to 1 over the words (Eq. (3)).
     """
     scores = gamma * torch.bmm(query, words.transpose(1, 2))  # (B, N, T)  Eq. (3): s'_ji = h_j^T e'_i
-    mask = pad_mask[:, None, :] if pad_mask is not None else None
+    mask = None if pad_mask is None else pad_mask if pad_mask.dim() == 3 else pad_mask[:, None, :]
     attn = masked_softmax(scores, mask, dim=-1).to(words.dtype)  # (B, N, T)
     context = torch.bmm(attn, words)  # (B, N, D)
     return context, attn
@@ -52,11 +52,20 @@ class WordAttention(nn.Module):
     Word features ``e`` (``[B, T, word_dim]``) are mapped into the image feature space by
     ``U`` (a 1x1 convolution without bias in the reference: ``word_dim x channels`` weights), then
     every pixel of the ``[B, C, H, W]`` feature map attends over the words.
+
+    Args:
+        channels: C of the feature map; word_dim: size of the word features.
+        reference_mask: mask as the released AttnGAN code does. Its ``GlobalAttentionGeneral`` flattens the scores
+            to ``[B * HW, T]`` (row ``b * HW + q``) and masks them with ``mask.repeat(queryL, 1)``, whose row ``r`` is
+            the mask of caption ``r % B``, not of caption ``b`` (a per-sample repeat was meant). With captions of
+            different lengths in a batch, pixels then ignore real words or attend to padding (whose features are
+            zero). False (default): each sample's own mask, as the paper.
     """
 
-    def __init__(self, channels: int, word_dim: int):
+    def __init__(self, channels: int, word_dim: int, reference_mask: bool = False):
         super().__init__()
         self.project = nn.Linear(word_dim, channels, bias=False)  # U in Eq. (2): e' = U e
+        self.reference_mask = reference_mask
 
     def forward(self, features: Tensor, words: Tensor, pad_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """
@@ -72,6 +81,9 @@ class WordAttention(nn.Module):
         b, c, h, w = features.shape
         query = features.flatten(2).transpose(1, 2)  # (B, HW, C)
         keys = self.project(words)  # (B, T, C)
+        if self.reference_mask and pad_mask is not None:
+            rows = torch.arange(b, device=words.device)[:, None] * (h * w) + torch.arange(h * w, device=words.device)
+            pad_mask = pad_mask[rows % b]  # (B, HW, T): the released mask.repeat(queryL, 1), row b*HW+q -> caption (b*HW+q) % B
         context, attn = word_attention(query, keys, pad_mask)
         context = context.transpose(1, 2).reshape(b, c, h, w)  # (B, C, H, W)
         attn = attn.transpose(1, 2).reshape(b, -1, h, w)  # (B, T, H, W)

@@ -112,6 +112,15 @@ def make_visualizer(sample_dir: Path, vocab):
     return visualize
 
 
+def build_loss(model, image_encoder: torch.nn.Module | None) -> GANLoss:
+    """The GAN objective of ``cfg.model``; ``released_eq10`` and ``mismatched=next_in_batch`` follow the released code."""
+    return GANLoss(image_encoder=image_encoder, lambda_damsm=float(option(model, "lambda_damsm", 0.0)),
+                   kl_weight=float(model.kl_weight), adversarial=str(model.loss), scheme=str(model.d_scheme),
+                   condition=str(model.d_condition), uncond_weight=float(model.uncond_weight),
+                   released_eq10=bool(option(model, "released_eq10", False)),
+                   mismatched=str(option(model, "mismatched", "other_class")))
+
+
 def build_trainer(cfg) -> GANTrainer:
     dist = init_distributed()
     # Each rank its own random stream (CA noise, data order offsets); parameters start equal by broadcast.
@@ -149,9 +158,7 @@ def build_trainer(cfg) -> GANTrainer:
     precision = Precision(str(cfg.train.precision), device, probe_shape=probe)
 
     # (4) losses
-    loss = GANLoss(image_encoder=image_encoder, lambda_damsm=lambda_damsm, kl_weight=float(model.kl_weight),
-                   adversarial=str(model.loss), scheme=str(model.d_scheme), condition=str(model.d_condition),
-                   uncond_weight=float(model.uncond_weight))
+    loss = build_loss(model, image_encoder)
 
     phases = option(model, "phases")
     decay_epochs = option(model, "lr_decay_epochs")  # StackGAN v1: epochs between halvings -> steps of this loader

@@ -75,12 +75,17 @@ def test_clean_fid_profile_is_pil_bicubic_in_float():
         return 1.5 * x ** 3 - 2.5 * x ** 2 + 1 if x < 1 else -0.5 * x ** 3 + 2.5 * x ** 2 - 4 * x + 2
     center = 0.5 * 2 / 299
     w0, w1 = keys(0 + 0.5 - center), keys(1 + 0.5 - center)
-    assert out[0, 0, 0, 0].item() == pytest.approx(255 * w1 / (w0 + w1), abs=1e-3)
+    # the bicubic overshoot at column 0 (255 * w1 / (w0 + w1) = -31.8) is clipped to 0, as clean-fid does
+    assert 255 * w1 / (w0 + w1) == pytest.approx(-31.82, abs=0.01) and out[0, 0, 0, 0].item() == 0.0
+    c = 149  # an interior column: no overshoot, the plain bicubic value
+    center = (c + 0.5) * 2 / 299
+    w0, w1 = keys(0 + 0.5 - center), keys(1 + 0.5 - center)
+    assert out[0, 0, 0, c].item() == pytest.approx(255 * w1 / (w0 + w1), abs=1e-3)
     assert torch.allclose(out[0, :, :, 0], out[0, :, :1, 0])  # rows constant, channels equal
 
 
 def test_to_uint8_rounds_like_png_writers_and_unknown_profile():
     x = torch.tensor([-1.0, -0.99, 0.0, 0.999, 1.0, 1.5]).view(1, 1, 1, 6)
     np.testing.assert_array_equal(to_uint8(x).flatten().tolist(), [0, 1, 128, 255, 255, 255])
-    with pytest.raises(ConfigError, match="pytorch-fid, tf1, clean-fid"):
+    with pytest.raises(ConfigError, match="pytorch-fid, tf1, clean-fid, stackgan-cub"):
         get_profile("torchvision")

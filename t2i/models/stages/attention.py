@@ -24,11 +24,13 @@ class AttentionStage(GeneratorStage):
         word_dim: size of the word features.
         res_blocks: number of residual blocks (``GAN.R_NUM``).
         in_size: incoming spatial size.
+        reference_mask: mask the word attention as the released AttnGAN code (see :class:`WordAttention`);
+            ``stage_options: {attention: {reference_mask: true}}``.
     """
 
-    def __init__(self, channels: int, word_dim: int, res_blocks: int, in_size: int):
+    def __init__(self, channels: int, word_dim: int, res_blocks: int, in_size: int, reference_mask: bool = False):
         super().__init__()
-        self.attention = WordAttention(channels, word_dim)
+        self.attention = WordAttention(channels, word_dim, reference_mask)
         self.residual = nn.Sequential(*[ResBlock(2 * channels, "glu") for _ in range(res_blocks)])
         self.upsample = UpBlock(2 * channels, channels, "glu")
         self.out_channels = channels
