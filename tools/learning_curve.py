@@ -30,7 +30,7 @@ import torch
 from omegaconf import DictConfig
 
 from t2i.cli import guarded, setup_logging
-from t2i.config import to_container
+from t2i.config import option, run_option, to_container
 from t2i.errors import ConfigError, DataError
 
 FORMAT = "t2i-learning-curve"
@@ -40,11 +40,6 @@ PANELS = [("attribute_accuracy", "attribute accuracy", True), ("r_precision", "R
           ("test/r_precision_word", "DAMSM R-precision (word score)", True)]
 COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189), (140, 86, 75),
            (227, 119, 194), (127, 127, 127)]
-
-
-def _opt(node, key, default=None):
-    value = node.get(key, default) if node is not None else default
-    return default if value is None else value
 
 
 def machine_line() -> str:
@@ -175,11 +170,11 @@ class GANScorer:
         self.num_images, self.batch_size, self.seed = int(c.num_images), int(c.batch_size), int(cfg.seed)
         source = build_source(cfg.data)
         vocab = source.vocabulary()
-        words_num = int(_opt(cfg.data, "words_num", 18))
+        words_num = int(option(cfg.data, "words_num", 18))
 
         def dataset(records):
             return TextImageDataset(records, vocab, base_size=image_size, num_stages=1, words_num=words_num,
-                                    train=False, wrong_captions=False, unknown=str(_opt(cfg.data, "unknown", "drop")))
+                                    train=False, wrong_captions=False, unknown=str(option(cfg.data, "unknown", "drop")))
 
         test_records = source.records("test")
         self.test_ds = dataset(test_records)
@@ -193,8 +188,8 @@ class GANScorer:
             train_images=lambda: itertools.chain(real_images(dataset(source.records("train")), batch_size=bs),
                                                  real_images(judge_ds, batch_size=bs)),
             caption_records=self.test_ds.records, attribute_schema=source.attribute_schema(), image_size=image_size,
-            profile=str(m.profile), inception_weights=_opt(m, "inception_weights"),
-            damsm_dir=str(_opt(c, "damsm", _opt(cfg.encoder, "checkpoint", f"runs/{cfg.data.name}/damsm"))),
+            profile=str(m.profile), inception_weights=option(m, "inception_weights"),
+            damsm_dir=str(option(c, "damsm", option(cfg.encoder, "checkpoint", f"runs/{cfg.data.name}/damsm"))),
             vocab=vocab, words_num=words_num, attribute_options=to_container(m.attribute_accuracy),
             settings={"folds": int(m.r_precision.folds), "mismatched": int(m.r_precision.mismatched),
                       "drop_last_per_fold": bool(m.r_precision.drop_last_per_fold)},
@@ -224,7 +219,7 @@ def run_curve(cfg: DictConfig) -> dict:
     run_dir = Path(str(cfg.run_dir))
     png = Path(str(cfg.out)) if cfg.out else run_dir / "learning_curve.png"
     json_path = png.with_suffix(".json")
-    max_steps = int(_opt(cfg.train, "max_steps", _opt(cfg.model, "max_steps", 0)))
+    max_steps = int(run_option(cfg, "max_steps", 0))
     targets = chunk_targets(int(cfg.curve.every), max_steps)
     curve = load_curve(json_path) or {
         "format": FORMAT, "version": 1, "label": str(cfg.label or run_dir.name), "model": str(cfg.model.name),
