@@ -111,3 +111,12 @@ def test_unknown_choice_is_reported(group, bad):
 def test_generate_config_composes():
     cfg = compose("generate", ["caption=green crown bird"])
     assert cfg.caption == "green crown bird" and cfg.num_images >= 1
+
+
+@pytest.mark.parametrize("experiment", ["attngan_cub", "attngan_coco"])
+def test_attngan_experiments_keep_the_released_objective_whatever_the_cpu_preset(experiment):
+    m = compose("train", [f"experiment={experiment}"]).model
+    assert (m.loss, m.ma_gp_weight, m.augment, m.lr_g, m.lr_d, list(m.betas)) == ("bce", 0.0, None, 2e-4, 2e-4,
+                                                                                   [0.5, 0.999])
+    assert m.discriminator.batch_norm is True and m.discriminator.spectral_norm is False
+    assert m.ema_beta == 0.999 and m.generator.base_size == 64  # TREE.BASE_SIZE, though the CPU preset starts at 32 px

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent / "t2i"
 LAYERS = {
     "structures": 0, "errors": 0, "runtime": 0, "io": 0, "validation": 0, "workers": 0,
     "data": 1,
-    "models": 2, "export": 2,
+    "models": 2, "export": 2, "augment": 2,
     "losses": 3,
     "metrics": 4,
     "training": 5,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The quick start on the embedded data, from a fresh clone (about 30 minutes on 2 CPU cores):
+# The quick start on the embedded data, from a fresh clone (2 CPU cores; README "Measured figures" has its time):
 #   render the synthetic birds -> pretrain the DAMSM -> train AttnGAN -> generate from a caption.
 # Each step resumes where it stopped if interrupted; run it again to continue.
 set -euo pipefail
@@ -8,9 +8,9 @@ PY=${PYTHON:-python}
 
 echo "== 1/4 render the synthetic birds (data/synthbirds, CUB layout)"
 $PY tools/prepare_data.py data=synthbirds
-echo "== 2/4 pretrain the DAMSM text and image encoders (runs/synthbirds/damsm)"
+echo "== 2/4 pretrain the DAMSM text and image encoders at 32 px (runs/synthbirds/damsm)"
 $PY tools/train.py model=damsm "$@"
-echo "== 3/4 train AttnGAN (runs/synthbirds/attngan)"
+echo "== 3/4 train AttnGAN, 32 -> 64 px (runs/synthbirds/attngan)"
 $PY tools/train.py model=attngan "$@"
 echo "== 4/4 generate"
 $PY tools/generate.py 'caption="this bird has a green crown, black wings and a yellow belly"' num_images=8

@@ -4,7 +4,13 @@ Generator (AttnGAN ``generator_loss`` + ``KL_loss``)::
 
     loss_g = sum_s adv_s(G) + lambda_damsm * L_DAMSM(x_last, text) + kl_weight * KL(N(mu, sigma) || N(0, I))
 
-Discriminator of stage s: the matching-aware loss of :mod:`t2i.losses.adversarial`.
+Discriminator of stage s: the matching-aware loss of :mod:`t2i.losses.adversarial`, optionally plus
+DF-GAN's matching-aware gradient penalty (Tao et al. 2022, Eq. 3) on real images with their own sentences::
+
+    MA-GP = k * E[ ||(grad_x D(x, e), grad_e D(x, e))||_2 ^ p ]          (DF-GAN: k = 2, p = 6)
+
+and optionally with DiffAugment (:mod:`t2i.augment`) applied to every image a discriminator sees, real
+and fake, in both the D and the G step. The references use neither (``ma_gp_weight=0``, ``augment=None``).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from t2i.augment import diff_augment, parse_policy
 from t2i.losses.adversarial import discriminator_loss, generator_loss_from_logits
 from t2i.losses.damsm import DAMSMLoss
 from t2i.losses.kl import kl_loss
@@ -52,13 +59,21 @@ class GANLoss(nn.Module):
             AttnGAN's generator loss leaves out Eq. 10's 1/gamma2).
         mismatched: ``other_class`` (t2i: the data layer's captions of other classes) or ``next_in_batch`` (the
             released code: real image ``i`` with the caption of sample ``i + 1`` of the batch).
+        ma_gp_weight / ma_gp_power: DF-GAN's matching-aware gradient penalty ``k`` and ``p`` (2 and 6 in
+            DF-GAN; weight 0 turns it off, as in AttnGAN).
+        augment: DiffAugment policy for D's inputs, e.g. ``"translation,cutout"`` (None: no augmentation).
     """
 
     def __init__(self, image_encoder: nn.Module | None = None, lambda_damsm: float = 0.0, kl_weight: float = 1.0,
                  adversarial: str = "bce", scheme: str = "attngan", condition: str = "sentence",
                  uncond_weight: float = 1.0, gamma1: float = 4.0, gamma2: float = 5.0, gamma3: float = 10.0,
-                 released_eq10: bool = False, mismatched: str = "other_class"):
+                 released_eq10: bool = False, mismatched: str = "other_class", ma_gp_weight: float = 0.0,
+                 ma_gp_power: float = 6.0, augment: str | None = None):
         super().__init__()
+        if ma_gp_weight < 0:
+            raise ValueError(f"ma_gp_weight must be >= 0, got {ma_gp_weight}")
+        self.augment = parse_policy(augment)
+        self.ma_gp_weight, self.ma_gp_power = float(ma_gp_weight), float(ma_gp_power)
         if condition not in CONDITIONS:
             raise ValueError(f"unknown discriminator condition {condition!r}; choose one of {CONDITIONS}")
         if lambda_damsm > 0 and image_encoder is None:
@@ -95,9 +110,22 @@ class GANLoss(nn.Module):
                       class_ids: Tensor) -> tuple[Tensor, dict[str, float]]:
         """Matching-aware loss of one stage's discriminator (fake images detached)."""
         wrong_images = real[mismatch_index(class_ids)] if self.scheme == "stackgan2" else None
-        out = discriminator_loss(d, real, fake.detach(), cond, wrong_cond, wrong_images, loss=self.adversarial,
+        fake = fake.detach()
+        if self.augment:
+            real, fake = self._augment(real), self._augment(fake)
+            wrong_images = self._augment(wrong_images) if wrong_images is not None else None
+        out = discriminator_loss(d, real, fake, cond, wrong_cond, wrong_images, loss=self.adversarial,
                                  scheme=self.scheme, uncond_weight=self.uncond_weight)
-        return out.total, out.logs()
+        total, logs = out.total, out.logs()
+        if self.ma_gp_weight > 0:
+            gp = matching_aware_gradient_penalty(d, real, cond, self.ma_gp_power)
+            logs["ma_gp"] = gp.item()
+            total = total + self.ma_gp_weight * gp
+            logs["total"] = total.item()
+        return total, logs
+
+    def _augment(self, images: Tensor) -> Tensor:
+        return diff_augment(images, self.augment)
 
     def generator(self, output: GeneratorOutput, discriminators, cond: Tensor, text: TextEmbedding, batch: Batch,
                   stages: list[int]) -> tuple[Tensor, dict[str, float]]:
@@ -105,7 +133,7 @@ class GANLoss(nn.Module):
         logs: dict[str, float] = {}
         total = torch.zeros((), device=cond.device)
         for i in stages:
-            code = discriminators[i].encode(output.images[i])
+            code = discriminators[i].encode(self._augment(output.images[i]) if self.augment else output.images[i])
             uncond = discriminators[i].uncond_logits(code) if discriminators[i].has_uncond else None
             adv = generator_loss_from_logits(discriminators[i].cond_logits(code, cond), uncond, self.adversarial,
                                              self.uncond_weight)
@@ -127,3 +155,22 @@ class GANLoss(nn.Module):
             total = total + self.kl_weight * kl
         logs["total"] = total.item()
         return total, logs
+
+
+def matching_aware_gradient_penalty(discriminator: nn.Module, real: Tensor, cond: Tensor, power: float = 6.0) -> Tensor:
+    """DF-GAN's MA-GP term ``E[||(grad_x, grad_e) D_cond(x, e)||_2 ^ power]`` on real images with their own conditions.
+
+    Args:
+        discriminator: a ``StageDiscriminator`` (``encode`` + ``cond_logits``).
+        real: ``[B, 3, R, R]`` real images (as D sees them, e.g. augmented).
+        cond: ``[B, cond_dim]`` their matching sentence vectors.
+
+    Returns:
+        the penalty (scalar), differentiable with respect to D's parameters (``create_graph``).
+    """
+    images = real.detach().requires_grad_(True)
+    sentence = cond.detach().float().requires_grad_(True)
+    logits = discriminator.cond_logits(discriminator.encode(images), sentence.to(cond.dtype))
+    grad_x, grad_e = torch.autograd.grad(logits.float().sum(), (images, sentence), create_graph=True)
+    grad = torch.cat([grad_x.flatten(1).float(), grad_e.flatten(1).float()], dim=1)
+    return grad.pow(2).sum(1).pow(power / 2).mean()  # ||g||^p without sqrt's infinite slope at 0

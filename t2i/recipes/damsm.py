@@ -28,6 +28,9 @@ def build_encoders(cfg: Any, vocab_size: int) -> tuple[Any, Any]:
     """The text encoder (``cfg.encoder``) and the image encoder chosen by ``cfg.model.image_encoder``."""
     model = cfg.model
     node = {k: v for k, v in to_container(cfg.encoder).items() if k not in NOT_ARGUMENTS}
+    pooling = option(model, "sentence")  # BiLSTM/GRU only: BERT encoders mean-pool their tokens already
+    if pooling is not None and str(node.get("_target_", "")).endswith("RNNTextEncoder"):
+        node["sentence"] = str(pooling)
     text_encoder = build(node, vocab_size=vocab_size)
     choice = str(model.image_encoder)
     options = model.image_encoders

@@ -118,7 +118,9 @@ def build_loss(model, image_encoder: torch.nn.Module | None) -> GANLoss:
                    kl_weight=float(model.kl_weight), adversarial=str(model.loss), scheme=str(model.d_scheme),
                    condition=str(model.d_condition), uncond_weight=float(model.uncond_weight),
                    released_eq10=bool(option(model, "released_eq10", False)),
-                   mismatched=str(option(model, "mismatched", "other_class")))
+                   mismatched=str(option(model, "mismatched", "other_class")),
+                   ma_gp_weight=float(option(model, "ma_gp_weight", 0.0)),
+                   ma_gp_power=float(option(model, "ma_gp_power", 6.0)), augment=_policy(option(model, "augment")))
 
 
 def build_trainer(cfg) -> GANTrainer:
@@ -191,6 +193,11 @@ def train(cfg) -> Path | None:
         log.info("trained %s for %d steps; exported to %s", cfg.model.name, trainer.step, export)
         log.info("generate with: python tools/generate.py checkpoint=%s caption=\"a bird with a green crown\"", export)
     return export
+
+
+def _policy(value: Any) -> str | None:
+    """``model.augment``: a DiffAugment policy as ``translation,cutout`` or a list of names."""
+    return value if value is None or isinstance(value, str) else ",".join(str(v) for v in value)
 
 
 def _count(module: torch.nn.Module) -> int:

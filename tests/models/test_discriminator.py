@@ -67,3 +67,19 @@ def test_build_discriminators_follows_generator_resolutions():
                               base_size=32, res_blocks=1)
     ds = build_discriminators(gen.resolutions, ndf=2, cond_dim=4, uncond=[False, True])
     assert [d.resolution for d in ds] == [32, 64] and [d.has_uncond for d in ds] == [False, True]
+
+
+def test_spectral_norm_and_no_batch_norm_options():
+    torch.manual_seed(0)
+    d = StageDiscriminator(64, 4, cond_dim=6, spectral_norm=True, batch_norm=False)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in d.modules())
+    convs = [m for m in d.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(torch.nn.utils.parametrize.is_parametrized(m, "weight") for m in convs)
+    d.train()
+    for _ in range(30):  # power iterations converge: the effective weight has spectral norm 1
+        d(torch.randn(2, 3, 64, 64), torch.randn(2, 6))
+    w = convs[1].weight.flatten(1)
+    assert torch.linalg.matrix_norm(w, 2).item() == pytest.approx(1.0, abs=0.05)
+    plain = StageDiscriminator(64, 4, cond_dim=6)
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules()) > 0
+    assert sum(p.numel() for p in plain.parameters()) > sum(p.numel() for p in d.parameters())  # BN affine gone

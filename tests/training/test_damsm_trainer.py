@@ -141,11 +141,12 @@ def test_configs_build_encoders(encoder):
     from t2i.recipes.damsm import build_encoders
 
     cfg = compose("train", ["model=damsm", f"encoder={encoder}"])
-    assert cfg.model.family == "damsm" and cfg.model.lr == 0.002 and cfg.model.batch_size == 48
+    assert cfg.model.family == "damsm" and cfg.model.lr == 0.002 and cfg.model.batch_size == 32  # CPU preset (paper: 48)
     assert (cfg.model.gamma1, cfg.model.gamma2, cfg.model.gamma3, cfg.model.grad_clip) == (4.0, 5.0, 10.0, 0.25)
     text, image = build_encoders(cfg, vocab_size=30)
     assert isinstance(text, RNNTextEncoder) and text.rnn_type == encoder and text.out_dim == 256
-    assert isinstance(image, LightImageEncoder) and image.embed_dim == 256 and image.image_size == 64
+    assert text.sentence_pooling == "mean"  # the CPU preset's model.sentence reaches the BiLSTM/GRU
+    assert isinstance(image, LightImageEncoder) and image.embed_dim == 256 and image.image_size == 32
 
 
 def test_recipe_end_to_end_on_tiny_synthbirds(tmp_path):
