@@ -129,15 +129,28 @@ def output_dir(value: Any, name: str = "out_dir") -> Path:
     path = Path(str(value)).expanduser()
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{name}={path} is an existing file, not a folder; choose another {name}")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ConfigError(f"{name}={path} lies under {parent}, which is a file; choose another {name}")
-            break
+    _not_under_a_file(path, name)
     probe = path if path.exists() else next(p for p in path.parents if p.exists())
     if not os.access(probe, os.W_OK | os.X_OK):
         raise ConfigError(f"{name}={path}: {probe} is not writable (read-only?); choose another {name}")
     return path
+
+
+def data_folder(value: Any, name: str = "data.root") -> Path:
+    """A folder to read data from, which may not exist yet (it can be rendered or prepared there)."""
+    path = Path(str(value)).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{name}={path} is a file, not a data folder")
+    _not_under_a_file(path, name)
+    return path
+
+
+def _not_under_a_file(path: Path, name: str) -> None:
+    for parent in path.parents:  # the nearest existing ancestor must be a folder
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"{name}={path} lies under {parent}, which is a file; choose another {name}")
+            return
 
 
 def first_free_dir(parent: Path, prefix: str = "") -> Path:

@@ -11,7 +11,6 @@ Every value is checked before any work starts (one `error:` line and exit code 2
 """
 
 import importlib
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
@@ -55,16 +54,8 @@ def check_settings(cfg: DictConfig) -> None:
         elif key == "ema_beta":
             check.number(value, "model.ema_beta", minimum=0.0, maximum=1.0, optional=True)
     check.output_dir(cfg.run_dir, "run_dir")
-    root = cfg.data.get("root")
-    if root:
-        root = Path(str(root))
-        if root.exists() and not root.is_dir():
-            raise ConfigError(f"data.root={root} is a file, not a data folder")
-        for parent in root.parents:
-            if parent.exists():
-                if not parent.is_dir():
-                    raise ConfigError(f"data.root={root} lies under {parent}, which is a file")
-                break
+    if cfg.data.get("root"):
+        check.data_folder(cfg.data.root, "data.root")
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
