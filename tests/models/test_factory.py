@@ -131,7 +131,7 @@ def test_constructor_arguments_are_recorded_with_defaults():
 
     text = RNNTextEncoder(20, 8, hidden_dim=4)
     assert text.init_kwargs == dict(vocab_size=20, word_dim=8, hidden_dim=4, num_layers=1, bidirectional=True,
-                                    dropout=0.5, rnn_type="lstm")
+                                    dropout=0.5, rnn_type="lstm", sentence="last")
     gen = MultiStageGenerator(("init", "attention"), ngf=4, z_dim=6, c_dim=5, sent_dim=8, word_dim=8,
                               base_size=8, stage_options={"init": {}})
     assert gen.init_kwargs["stages"] == ["init", "attention"] and gen.init_kwargs["res_blocks"] == 2
