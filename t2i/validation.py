@@ -155,8 +155,7 @@ def _not_under_a_file(path: Path, name: str) -> None:
 
 def first_free_dir(parent: Path, prefix: str = "") -> Path:
     """``parent/<prefix>NNN``, the first number not taken (never an existing folder)."""
-    parent.mkdir(parents=True, exist_ok=True)
-    taken = {p.name for p in parent.iterdir()}
+    taken = {p.name for p in parent.iterdir()} if parent.is_dir() else set()  # nothing is created here
     n = 0
     while f"{prefix}{n:03d}" in taken or f".{prefix}{n:03d}.tmp" in taken:
         n += 1

@@ -142,7 +142,7 @@ def test_bench_tool_runs_and_writes_json(tmp_path):
     repo = Path(__file__).resolve().parents[1]
     out = tmp_path / "bench.json"
     args = [sys.executable, str(repo / "tools" / "bench.py"), f"out={out}", "threads=1", "precisions=[fp32,bf16]",
-            "channels_last=[true]", "matmul.n=64", "matmul.repeats=1", "model.generator.ngf=2",
+            "channels_last=[true]", "matmul.n=64", "matmul.repeats=1", "model.generator.ngf=2", "model.generator.base_size=64",
             "model.discriminator.ndf=2", "encoder.word_dim=8", "encoder.hidden_dim=4", "training.batch_sizes=[2]",
             "training.steps=1", "training.warmup=0", "training.damsm_width=2", "generation.resolutions=[64,128]",
             "generation.batch_sizes=[2]", "generation.steps=1", "generation.warmup=0"]

@@ -163,7 +163,7 @@ def test_generate_settings_are_checked_before_any_work(case, tmp_path):
     from t2i.errors import T2IError
 
     if case.get("needs_no_gpu") and torch.cuda.is_available():
-        pytest.skip("the case is about a machine without a GPU")
+        pytest.skip("the case is about a machine without cuda")
     gen = _load_tool("generate")
     _prepare(case, tmp_path)
     args = _fill(case["args"], tmp_path)
@@ -231,7 +231,7 @@ def test_train_settings_are_checked_before_any_work(case, tmp_path):
     from t2i.errors import T2IError
 
     if case.get("needs_no_gpu") and torch.cuda.is_available():
-        pytest.skip("the case is about a machine without a GPU")
+        pytest.skip("the case is about a machine without cuda")
     tool = _load_tool("train")
     cfg = compose("train", [f"run_dir={tmp_path / 'run'}", *_fill(case["args"], tmp_path)])
     with pytest.raises(T2IError) as info:
