@@ -15,7 +15,8 @@ $PY tools/train.py model=attngan "$@"
 echo "== 4/4 generate"
 $PY tools/generate.py 'caption="this bird has a green crown, black wings and a yellow belly"' num_images=8
 $PY tools/generate.py caption="a red bird with blue wings and a yellow beak" num_images=8 \
-    out_dir=runs/synthbirds/attngan/samples/red_blue
+    out_dir=runs/synthbirds/attngan/samples/red_blue overwrite=true
 echo
-echo "Done. Images, grid and word-attention figures are under runs/synthbirds/attngan/samples/;"
+echo "Done. Images, grid and word-attention figures are under outputs/generate/ (a new numbered folder per run)"
+echo "and runs/synthbirds/attngan/samples/red_blue/ (replaced when the quick start runs again);"
 echo "TensorBoard: tensorboard --logdir runs/"
