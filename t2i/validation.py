@@ -179,21 +179,29 @@ def file_set(folder: Path, overwrite: bool = False) -> Iterator[Path]:
     Yields the staging folder. On any error (a full disk included) the staging folder is removed and
     ``folder`` is left as it was; a full disk becomes one :class:`ConfigError` line.
     """
+    made = [p for p in (folder.parent, *folder.parent.parents) if not p.exists()]  # innermost first
     folder.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
     try:
-        yield stage
-        if not folder.exists():
-            os.replace(stage, folder)
-        else:
-            refuse_overwrite(folder, [p.name for p in stage.iterdir()], overwrite)
-            for item in stage.iterdir():
-                os.replace(item, folder / item.name)
-    except DiskFullError:
-        raise
-    except OSError as exc:
-        if exc.errno == errno.ENOSPC:
-            raise DiskFullError(disk_full_message(folder, _size(stage))) from None
+        try:
+            yield stage
+            if not folder.exists():
+                os.replace(stage, folder)
+            else:
+                refuse_overwrite(folder, [p.name for p in stage.iterdir()], overwrite)
+                for item in stage.iterdir():
+                    os.replace(item, folder / item.name)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC and not isinstance(exc, DiskFullError):
+                raise DiskFullError(disk_full_message(folder, _size(stage))) from None
+            raise
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        for parent in made:  # a refused set leaves no empty folders behind either
+            try:
+                parent.rmdir()
+            except OSError:
+                break
         raise
     finally:
         shutil.rmtree(stage, ignore_errors=True)

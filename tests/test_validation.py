@@ -68,6 +68,21 @@ def test_file_set_is_all_or_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging folder left behind
 
 
+def test_a_refused_file_set_leaves_no_folders_it_made(tmp_path):
+    """A caption refused after the output folder was chosen must not leave an empty outputs/generate/."""
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(ConfigError, match="unknown words"):
+        with check.file_set(tmp_path / "outputs" / "generate" / "000"):
+            raise ConfigError("unknown words")
+    with pytest.raises(ConfigError):
+        with check.file_set(tmp_path / "kept" / "000"):
+            raise ConfigError("unknown words")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["kept"]  # what was there before stays
+    with check.file_set(tmp_path / "outputs" / "generate" / "000") as stage:
+        (stage / "a.png").write_bytes(b"a")
+    assert (tmp_path / "outputs" / "generate" / "000" / "a.png").is_file()
+
+
 def test_file_set_turns_a_full_disk_into_one_line_and_keeps_what_was_there(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
