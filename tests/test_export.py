@@ -8,7 +8,7 @@ from safetensors.torch import save_file
 
 from t2i.data.text import Vocabulary
 from t2i.errors import CheckpointError
-from t2i.export import read_export, resolve_export, write_export
+from t2i.export import DEFAULT_PRETRAINED, PRETRAINED_DIR, read_export, resolve_export, write_export
 from t2i.models.aligndraw import AlignDRAW
 from t2i.models.factory import build_from_spec, make_spec
 from t2i.models.generator import MultiStageGenerator
@@ -108,7 +108,25 @@ def test_resolve_export_finds_the_export_of_a_run(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         resolve_export(tmp_path / "nope")
     with pytest.raises(CheckpointError, match="no exported model"):
-        resolve_export(None, tmp_path / "empty")
+        resolve_export(None, tmp_path / "empty", pretrained_dir=tmp_path / "no_pretrained")
+    # without a run of one's own: the model shipped in the repository's pretrained/
+    assert resolve_export(None, tmp_path / "empty") == PRETRAINED_DIR / DEFAULT_PRETRAINED
+
+
+def test_the_shipped_model_is_whole_and_draws():
+    """pretrained/synthbirds-attngan: every file matches model.json's sha256, and it generates in its vocabulary."""
+    from t2i.pipeline import Text2ImagePipeline
+
+    export = PRETRAINED_DIR / DEFAULT_PRETRAINED
+    meta = read_export(export)
+    assert meta.kind == "gan" and meta.model_spec["name"] == "attngan" and len(meta.vocab) == 53
+    size = sum(p.stat().st_size for p in export.rglob("*") if p.is_file())
+    assert size <= 25 * 2**20, size  # the issue's budget for the shipped folder
+    pipe = Text2ImagePipeline.from_export(export, device="cpu", precision="fp32")
+    out = pipe(["this bird has a green crown, black wings and a yellow belly"], num_images=2, seed=0)
+    assert out.images.shape[-1] == 64 and torch.isfinite(out.images).all()
+    assert out.images.std() > 0.05  # a picture, not a flat field
+    assert (export / "damsm" / "image_encoder.safetensors").is_file() and (export / "MODEL_CARD.md").is_file()
 
 
 def _tiny_export(tmp_path, step=7):
