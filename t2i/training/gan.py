@@ -56,13 +56,13 @@ class GANTrainerSettings:
     compile: bool = False
     lr_decay_steps: int | None = None  # StackGAN v1: halve both learning rates every this many steps of a phase
     fast_damsm: bool = True  # the frozen DAMSM image encoder with its BatchNorms folded, channels-last (same function)
-    adam: str = "foreach"  # Adam's implementation: loop (per tensor) | foreach (multi-tensor) | fused (one kernel)
+    adam: str = "fused"  # Adam's implementation: loop (per tensor) | foreach (multi-tensor) | fused (one kernel, fastest)
 
 
 ADAM_IMPLEMENTATIONS = ("loop", "foreach", "fused")
 
 
-def make_adam(params, lr: float, betas: tuple[float, float], implementation: str = "foreach") -> torch.optim.Adam:
+def make_adam(params, lr: float, betas: tuple[float, float], implementation: str = "fused") -> torch.optim.Adam:
     """``torch.optim.Adam`` with the chosen implementation; all three compute the same update (up to rounding)."""
     if implementation not in ADAM_IMPLEMENTATIONS:
         raise ValueError(f"unknown Adam implementation {implementation!r}; choose one of {', '.join(ADAM_IMPLEMENTATIONS)}")
