@@ -158,8 +158,9 @@ class ReferenceStep:
         zoo = model.model_zoo.load_url
         model.model_zoo.load_url = lambda *args, **kwargs: _random_inception_state()
         try:
-            with contextlib.redirect_stdout(io.StringIO()) as said:  # its "Load pretrained model from <url>"
-                self.image_encoder = model.CNN_ENCODER(settings.embed_dim)
+            with contextlib.redirect_stdout(io.StringIO()) as said, warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # torchvision on inception_v3()'s default init
+                self.image_encoder = model.CNN_ENCODER(settings.embed_dim)  # prints "Load pretrained model from"
         finally:
             model.model_zoo.load_url = zoo
         log.debug("reference CNN_ENCODER (random Inception-v3 weights): %s", said.getvalue().strip())
