@@ -1,15 +1,19 @@
 """Measure speed on this machine: python tools/bench.py [model=attngan] [precisions=[fp32,bf16]] [out=bench.json].
 
-Three measurements, all on random inputs (no data on disk):
+Three measurements (or the side-by-side one, 4.), all on random inputs (no data on disk):
 
 1. matmul peak: best-of-N ``n x n x n`` product in every precision (GFLOP/s), the better of ``torch.mm``
    and the same product as a channels-last 1x1 convolution (oneDNN/cuDNN, what the models use);
 2. training-step throughput (images/s) of the GAN trainer (generator + per-stage discriminators + DAMSM
    loss with a randomly initialised tiny DAMSM: LightImageEncoder + RNNTextEncoder) for every precision
    and layout (NCHW / channels-last), optionally compiled;
-3. generation latency of the generator at every final resolution (1-3 stages) and batch size.
+3. generation latency of the generator at every final resolution (1-3 stages) and batch size;
+4. side by side (``side_by_side.enabled=true`` or ``reference.attngan=PATH``, instead of 1-3): t2i's training step at
+   the model's architecture (``+experiment=attngan_cub``: 1 and 3 stages, AttnGAN's Inception DAMSM) for each
+   trainer option, and with ``reference.attngan=PATH`` the reference AttnGAN's own iteration
+   (:mod:`t2i.benchmark_reference`) on the same inputs, interleaved; prints reference / t2i per case.
 
-For each case: ms per step, images/s, FLOPs per image (FlopCounterMode), achieved GFLOP/s and its
+For each case of 1-3: ms per step, images/s, FLOPs per image (FlopCounterMode), achieved GFLOP/s and its
 percentage of the measured matmul peak of the same precision, and peak memory (during the warm-up steps,
 above the memory in use before). The variants of one case (precision x layout x compile) are timed in
 interleaved rounds, so that load from other processes on a shared machine hits them alike and their
@@ -18,6 +22,7 @@ ratios hold. Prints a table and the exact command, writes JSON. Examples:
     python tools/bench.py                                          # the CPU preset, fp32 and bf16
     python tools/bench.py training.enabled=false generation.resolutions=[256] generation.batch_sizes=[32]
     python tools/bench.py device=cuda precisions=[fp32,bf16,fp16] matmul.n=8192 matmul.inner=10
+    python tools/bench.py +experiment=attngan_cub reference.attngan=/path/to/AttnGAN threads=1
 """
 
 from __future__ import annotations
