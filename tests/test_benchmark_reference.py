@@ -195,6 +195,7 @@ def test_bench_side_by_side_times_both_and_prints_the_ratio(fake_reference, tmp_
     assert run.returncode == 0, run.stderr[-2000:]
     assert "| stages | batch | reference s/it | plain s/it | default s/it |" in run.stdout
     assert "python tools/bench.py +experiment=attngan_cub" in run.stdout and "load average" in run.stdout
+    assert "parameters, 1 stage(s): reference G " in run.stdout and "; default G " in run.stdout
     data = json.loads(out.read_text())
     rows = data["side_by_side"]
     assert {(r["stages"], r["variant"]) for r in rows} == {(s, v) for s in (1, 2) for v in ("reference", "plain", "default")}
@@ -202,6 +203,7 @@ def test_bench_side_by_side_times_both_and_prints_the_ratio(fake_reference, tmp_
         assert len(r["times"]) == 2 and r["median"] > 0
         ref = next(x for x in rows if x["stages"] == r["stages"] and x["variant"] == "reference")
         assert r["reference_over_this"] == pytest.approx(ref["median"] / r["median"])
+        assert r["generator_params"] > 0 and r["discriminator_params"] > 0
     assert "cpu_line" in data["machine"] and data["machine"]["threads"] == 1
 
 

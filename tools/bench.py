@@ -287,16 +287,19 @@ def side_by_side(cfg, device: torch.device, bar, run_dir: Path) -> list[dict]:
             g = torch.Generator().manual_seed(int(cfg.seed))
             sizes = [int(cfg.model.generator.base_size) * 2 ** i for i in range(int(n))]
             batch = random_batch(b, sizes, int(cfg.training.vocab_size), int(cfg.data.words_num), g)
-            names, fns = [], []
+            names, fns, params = [], [], []
             if path is not None:
                 settings = reference_settings(cfg, int(n), int(text_encoder_from(cfg).out_dim))
+                step = reference_step(str(path), settings, int(cfg.training.vocab_size), batch.images,
+                                      batch.captions, batch.lengths, batch.class_ids, seed=int(cfg.seed))
                 names.append("reference")
-                fns.append(reference_step(str(path), settings, int(cfg.training.vocab_size), batch.images,
-                                          batch.captions, batch.lengths, batch.class_ids, seed=int(cfg.seed)))
+                fns.append(step)
+                params.append((_count(step.generator), sum(_count(d) for d in step.discriminators)))
             for option in options:
                 trainer = paper_trainer(case_cfg, option, device, run_dir / f"{n}_{b}_{option}")
                 names.append(option)
                 fns.append(lambda trainer=trainer, batch=batch.to(device): trainer.train_step(batch))
+                params.append((_count(trainer.generator), _count(trainer.discriminators)))
             for _ in range(int(node.warmup)):
                 for fn in fns:
                     fn()
@@ -310,13 +313,18 @@ def side_by_side(cfg, device: torch.device, bar, run_dir: Path) -> list[dict]:
 
             times = interleaved_times([tick(fn) for fn in fns], int(node.steps), device)
             ref = statistics.median(times[0]) if path is not None else None
-            for name, t in zip(names, times):
+            for name, t, (g_params, d_params) in zip(names, times, params):
                 med = statistics.median(t)
                 rows.append({"stages": int(n), "batch": b, "variant": name, "times": t, "median": med,
-                             "best": min(t), "reference_over_this": (ref / med) if ref is not None else None})
+                             "best": min(t), "reference_over_this": (ref / med) if ref is not None else None,
+                             "generator_params": g_params, "discriminator_params": d_params})
             del fns, trainer
             gc.collect()
     return rows
+
+
+def _count(module) -> int:
+    return sum(p.numel() for p in module.parameters())
 
 
 def format_side_by_side(rows: list[dict]) -> str:
@@ -336,6 +344,10 @@ def format_side_by_side(rows: list[dict]) -> str:
         lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells) + " |")
     if any(r["reference_over_this"] is not None for r in rows):
         lines.append("(Nx) = reference seconds / t2i seconds: above 1 t2i is faster; medians of interleaved rounds")
+    for n in dict.fromkeys(r["stages"] for r in rows):  # the same architecture: the same parameter counts
+        counts = dict.fromkeys(f"{r['variant']} G {r['generator_params'] / 1e6:.3f}M D {r['discriminator_params'] / 1e6:.3f}M"
+                               for r in rows if r["stages"] == n and r["variant"] in ("reference", rows[-1]["variant"]))
+        lines.append(f"parameters, {n} stage(s): " + "; ".join(counts))
     return "\n".join(lines)
 
 
