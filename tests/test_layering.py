@@ -17,7 +17,7 @@ LAYERS = {
     "metrics": 4,
     "training": 5,
     "visualize": 5,
-    "pipeline": 6, "evaluation": 6, "benchmark": 6, "convert": 6,
+    "pipeline": 6, "evaluation": 6, "benchmark": 6, "benchmark_reference": 6, "convert": 6,
     "config": 7, "recipes": 7, "cli": 7, "demo": 7,
 }
 

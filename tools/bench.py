@@ -1,15 +1,19 @@
 """Measure speed on this machine: python tools/bench.py [model=attngan] [precisions=[fp32,bf16]] [out=bench.json].
 
-Three measurements, all on random inputs (no data on disk):
+Three measurements (or the side-by-side one, 4.), all on random inputs (no data on disk):
 
 1. matmul peak: best-of-N ``n x n x n`` product in every precision (GFLOP/s), the better of ``torch.mm``
    and the same product as a channels-last 1x1 convolution (oneDNN/cuDNN, what the models use);
 2. training-step throughput (images/s) of the GAN trainer (generator + per-stage discriminators + DAMSM
    loss with a randomly initialised tiny DAMSM: LightImageEncoder + RNNTextEncoder) for every precision
    and layout (NCHW / channels-last), optionally compiled;
-3. generation latency of the generator at every final resolution (1-3 stages) and batch size.
+3. generation latency of the generator at every final resolution (1-3 stages) and batch size;
+4. side by side (``side_by_side.enabled=true`` or ``reference.attngan=PATH``, instead of 1-3): t2i's training step at
+   the model's architecture (``+experiment=attngan_cub``: 1 and 3 stages, AttnGAN's Inception DAMSM) for each
+   trainer option, and with ``reference.attngan=PATH`` the reference AttnGAN's own iteration
+   (:mod:`t2i.benchmark_reference`) on the same inputs, interleaved; prints reference / t2i per case.
 
-For each case: ms per step, images/s, FLOPs per image (FlopCounterMode), achieved GFLOP/s and its
+For each case of 1-3: ms per step, images/s, FLOPs per image (FlopCounterMode), achieved GFLOP/s and its
 percentage of the measured matmul peak of the same precision, and peak memory (during the warm-up steps,
 above the memory in use before). The variants of one case (precision x layout x compile) are timed in
 interleaved rounds, so that load from other processes on a shared machine hits them alike and their
@@ -18,13 +22,17 @@ ratios hold. Prints a table and the exact command, writes JSON. Examples:
     python tools/bench.py                                          # the CPU preset, fp32 and bf16
     python tools/bench.py training.enabled=false generation.resolutions=[256] generation.batch_sizes=[32]
     python tools/bench.py device=cuda precisions=[fp32,bf16,fp16] matmul.n=8192 matmul.inner=10
+    python tools/bench.py +experiment=attngan_cub reference.attngan=/path/to/AttnGAN threads=1
 """
 
 from __future__ import annotations
 
+import copy
+import gc
 import json
 import logging
 import math
+import statistics
 import os
 import platform
 import shlex
@@ -46,10 +54,11 @@ from t2i.config import to_container
 from t2i.errors import ConfigError
 from t2i.losses.gan import GANLoss
 from t2i.models.factory import build_from_spec, spec_from_node
-from t2i.models.image_encoders import LightImageEncoder
+from t2i.benchmark_reference import ReferenceSettings, code_dir, reference_step
+from t2i.models.image_encoders import InceptionImageEncoder, LightImageEncoder
 from t2i.models.layers import fold_batchnorm
 from t2i.models.text_encoders import RNNTextEncoder
-from t2i.recipes.gan import build_models
+from t2i.recipes.gan import build_loss, build_models
 from t2i.runtime import (Precision, ProbeShape, configure_threads, cpu_info, probe_cpu_precisions, resolve_device,
                          seed_everything, usable_cores)
 from t2i.structures import Batch
@@ -200,6 +209,148 @@ def bench_group(cfg, device, kind: str, batch_size: int, resolution: int | None,
             for prep, t in zip(prepared, times)]
 
 
+# ---------------------------------------------------------------------------------------------- side by side
+# t2i trainer options of the side-by-side cases; "plain" is the step as it was before issue 14.
+SIDE_OPTIONS = {"plain": {"fast_damsm": False, "adam": "loop"}, "default": {}, "channels_last": {"channels_last": True},
+                "compile": {"compile": True}}
+
+
+def cut_stages(cfg, n: int):
+    """A copy of ``cfg`` whose generator has its first ``n`` stages (64 px, then 128, 256 for the paper model)."""
+    stages = list(cfg.model.generator.stages)
+    if not 1 <= n <= len(stages):
+        raise ConfigError(f"side_by_side.stages has {n}; model.generator.stages has {len(stages)} stages {stages}")
+    out = copy.deepcopy(cfg)
+    out.model.generator.stages = stages[:n]
+    return out
+
+
+def reference_settings(cfg, n: int, embed_dim: int) -> ReferenceSettings:
+    """The reference's ``cfg`` values for t2i's model config, refusing a model the reference cannot build."""
+    m, g, d = cfg.model, cfg.model.generator, cfg.model.discriminator
+    stages = list(g.stages)[:n]
+    problems = []
+    if stages != ["init"] + ["attention"] * (n - 1):
+        problems.append(f"stages {stages} (AttnGAN: [init, attention, attention])")
+    if int(g.base_size) != 64:
+        problems.append(f"base_size {g.base_size} (AttnGAN: 64)")
+    if not isinstance(g.res_blocks, int):
+        problems.append(f"res_blocks {g.res_blocks} (one number for every stage)")
+    if not bool(d.get("uncond", True)) or bool(d.get("spectral_norm", False)) or not bool(d.get("batch_norm", True)):
+        problems.append("a discriminator without AttnGAN's cond + uncond heads and BatchNorm")
+    if problems:
+        raise ConfigError("the reference AttnGAN cannot build this model: " + "; ".join(problems) +
+                          "; use +experiment=attngan_cub")
+    return ReferenceSettings(stages=n, ngf=int(g.ngf), ndf=int(d.ndf), z_dim=int(g.z_dim), c_dim=int(g.c_dim),
+                             res_blocks=int(g.res_blocks), embed_dim=embed_dim, words_num=int(cfg.data.words_num),
+                             lambda_damsm=float(m.lambda_damsm), lr_g=float(m.lr_g), lr_d=float(m.lr_d))
+
+
+def paper_trainer(cfg, option: str, device: torch.device, run_dir: Path) -> GANTrainer:
+    """t2i's trainer for ``cfg.model`` as tools/train.py builds it, with a random DAMSM; ``option`` from SIDE_OPTIONS."""
+    seed_everything(int(cfg.seed))
+    text_encoder = text_encoder_from(cfg)
+    generator, discriminators, spec = build_models(cfg, text_encoder)
+    kind = str(cfg.side_by_side.image_encoder)
+    if kind == "inception":
+        image_encoder = InceptionImageEncoder(embed_dim=text_encoder.out_dim)
+    elif kind == "light":
+        image_encoder = LightImageEncoder(embed_dim=text_encoder.out_dim, width=int(cfg.training.damsm_width),
+                                          image_size=int(cfg.training.damsm_image_size))
+    else:
+        raise ConfigError(f"side_by_side.image_encoder={kind}; choose inception or light")
+    m = cfg.model
+    settings = GANTrainerSettings(max_steps=10**9, lr_g=float(m.lr_g), lr_d=float(m.lr_d), betas=tuple(m.betas),
+                                  ema_beta=float(m.get("ema_beta") or 0.999), z_dim=spec["z_dim"], resume="never",
+                                  **SIDE_OPTIONS[option])
+    trainer = GANTrainer(generator, discriminators, text_encoder, build_loss(m, image_encoder), [], run_dir, settings,
+                         Precision("fp32", device), device, model_spec=spec, vocab={})
+    if option == "plain":
+        trainer.ema.foreach = False
+    return trainer
+
+
+def side_by_side(cfg, device: torch.device, bar, run_dir: Path) -> list[dict]:
+    """Every (stages, batch) case: the reference's iteration (when given) and t2i's step per option, interleaved."""
+    node = cfg.side_by_side
+    options = [str(o) for o in node.options]
+    unknown = [o for o in options if o not in SIDE_OPTIONS]
+    if unknown or not options:
+        raise ConfigError(f"side_by_side.options {options}: choose from {', '.join(SIDE_OPTIONS)}")
+    path = cfg.reference.attngan
+    rows = []
+    for n in node.stages:
+        case_cfg = cut_stages(cfg, int(n))
+        for b in node.batch_sizes:
+            b = int(b)
+            bar.set_postfix_str(f"{n} stage(s) b{b}")
+            g = torch.Generator().manual_seed(int(cfg.seed))
+            sizes = [int(cfg.model.generator.base_size) * 2 ** i for i in range(int(n))]
+            batch = random_batch(b, sizes, int(cfg.training.vocab_size), int(cfg.data.words_num), g)
+            names, fns, params = [], [], []
+            if path is not None:
+                settings = reference_settings(cfg, int(n), int(text_encoder_from(cfg).out_dim))
+                step = reference_step(str(path), settings, int(cfg.training.vocab_size), batch.images,
+                                      batch.captions, batch.lengths, batch.class_ids, seed=int(cfg.seed))
+                names.append("reference")
+                fns.append(step)
+                params.append((_count(step.generator), sum(_count(d) for d in step.discriminators)))
+            for option in options:
+                trainer = paper_trainer(case_cfg, option, device, run_dir / f"{n}_{b}_{option}")
+                names.append(option)
+                fns.append(lambda trainer=trainer, batch=batch.to(device): trainer.train_step(batch))
+                params.append((_count(trainer.generator), _count(trainer.discriminators)))
+            for _ in range(int(node.warmup)):
+                for fn in fns:
+                    fn()
+                    bar.update(1)
+
+            def tick(fn):
+                def call():
+                    fn()
+                    bar.update(1)
+                return call
+
+            times = interleaved_times([tick(fn) for fn in fns], int(node.steps), device)
+            ref = statistics.median(times[0]) if path is not None else None
+            for name, t, (g_params, d_params) in zip(names, times, params):
+                med = statistics.median(t)
+                rows.append({"stages": int(n), "batch": b, "variant": name, "times": t, "median": med,
+                             "best": min(t), "reference_over_this": (ref / med) if ref is not None else None,
+                             "generator_params": g_params, "discriminator_params": d_params})
+            del fns, trainer
+            gc.collect()
+    return rows
+
+
+def _count(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def format_side_by_side(rows: list[dict]) -> str:
+    """One line per case: seconds per iteration of every variant, and the reference's time over each t2i one."""
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    head = "| stages | batch | " + " | ".join(f"{v} s/it" for v in variants) + " |"
+    lines = [head, "|" + "---|" * (2 + len(variants))]
+    for key in dict.fromkeys((r["stages"], r["batch"]) for r in rows):
+        cells = []
+        for v in variants:
+            r = next((r for r in rows if (r["stages"], r["batch"], r["variant"]) == (*key, v)), None)
+            if r is None:
+                cells.append("—")
+                continue
+            ratio = r["reference_over_this"]
+            cells.append(f"{r['median']:.2f}" + (f" ({ratio:.2f}x)" if ratio is not None and v != "reference" else ""))
+        lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells) + " |")
+    if any(r["reference_over_this"] is not None for r in rows):
+        lines.append("(Nx) = reference seconds / t2i seconds: above 1 t2i is faster; medians of interleaved rounds")
+    for n in dict.fromkeys(r["stages"] for r in rows):  # the same architecture: the same parameter counts
+        counts = dict.fromkeys(f"{r['variant']} G {r['generator_params'] / 1e6:.3f}M D {r['discriminator_params'] / 1e6:.3f}M"
+                               for r in rows if r["stages"] == n and r["variant"] in ("reference", rows[-1]["variant"]))
+        lines.append(f"parameters, {n} stage(s): " + "; ".join(counts))
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------------------------- report
 def machine_info(device: torch.device) -> dict:
     cpu = cpu_info()
@@ -234,6 +385,28 @@ def _calls(cfg, group) -> int:
     return variants * (steps + int(node.warmup))
 
 
+def run_side_by_side(cfg, device: torch.device, info: dict, command: str) -> None:
+    """The side-by-side cases (``side_by_side`` node), printed as a table under the command and machine line."""
+    node = cfg.side_by_side
+    calls = len(node.stages) * len(node.batch_sizes) * (len(node.options) + (cfg.reference.attngan is not None)) \
+        * (int(node.steps) + int(node.warmup))
+    log.info("side by side (fp32, %d thread(s)): stages %s, batches %s, t2i options %s%s", torch.get_num_threads(),
+             list(node.stages), list(node.batch_sizes), list(node.options),
+             ", and the reference" if cfg.reference.attngan is not None else " (no reference.attngan: t2i only)")
+    with tempfile.TemporaryDirectory() as tmp, tqdm(total=calls, desc="side by side", unit="it", dynamic_ncols=True) as bar:
+        rows = side_by_side(cfg, device, bar, Path(tmp))
+    info["loadavg_after"] = list(os.getloadavg())
+    print(command)
+    print(f"{info['cpu_line'] if device.type == 'cpu' else info.get('gpu')}, torch {info['torch']}, load average "
+          f"{info['loadavg'][0]:.2f} before / {info['loadavg_after'][0]:.2f} after")
+    print(format_side_by_side(rows))
+    if cfg.out:
+        out = Path(str(cfg.out))
+        out.write_text(json.dumps({"command": command, "machine": info, "side_by_side": rows,
+                                   "config": to_container(cfg)}, indent=1))
+        print(f"wrote {out}")
+
+
 @hydra.main(config_path="../conf", config_name="bench", version_base="1.3")
 @guarded
 def main(cfg: DictConfig) -> None:
@@ -241,6 +414,10 @@ def main(cfg: DictConfig) -> None:
     if str(cfg.model.get("family")) != "gan":
         raise ConfigError(f"bench measures GANs; model={cfg.model.get('name')} is of family {cfg.model.get('family')}")
     device = resolve_device(str(cfg.device))
+    if cfg.reference.attngan is not None:  # a wrong path or model fails before minutes of building
+        code_dir(str(cfg.reference.attngan))
+        for n in cfg.side_by_side.stages:
+            reference_settings(cfg, int(n), 0)
     command = "python tools/bench.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     with num_threads(configure_threads(cfg.threads)):
         # The machine line first, then what precision=auto picks here and why, so the figures below read right.
@@ -251,6 +428,9 @@ def main(cfg: DictConfig) -> None:
         info["auto_precision"], info["auto_reason"] = auto.name, auto.reason
         print(f"machine: {info['cpu_line'] if device.type == 'cpu' else info.get('gpu')}, torch {info['torch']}")
         print(f"precision=auto picks {auto.name}: {auto.reason}", flush=True)
+        if cfg.side_by_side.enabled or cfg.reference.attngan is not None:
+            run_side_by_side(cfg, device, info, command)
+            return
         precisions = list(dict.fromkeys(auto.name if str(p) == "auto" else str(p) for p in cfg.precisions))
         if device.type == "cpu" and not cpu_info().native_bf16 and "bf16" in precisions and not cfg.emulated_bf16:
             t = probe_cpu_precisions(auto.probe_shape)

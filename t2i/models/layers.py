@@ -115,10 +115,12 @@ class ResBlock(nn.Module):
 def fold_batchnorm(module: nn.Module) -> int:
     """Fold every eval-mode BatchNorm that directly follows a conv or linear layer into that layer, in place.
 
-    For inference only: ``conv -> BN`` becomes one conv whose weights and bias absorb the BN's running
-    statistics and affine parameters (``torch.nn.utils.fusion``), and the BN becomes ``nn.Identity``. The
-    outputs are unchanged up to rounding, and a generator at 256 px skips a memory-bound pass over every
-    feature map. Pairs are found inside ``nn.Sequential`` containers (every block of this module uses them).
+    For inference and for frozen networks: ``conv -> BN`` becomes one conv whose weights and bias absorb the
+    BN's running statistics and affine parameters (``torch.nn.utils.fusion``), and the BN becomes
+    ``nn.Identity``. The outputs (and the gradients with respect to the inputs) are unchanged up to rounding,
+    and a generator at 256 px or the frozen DAMSM Inception skips a memory-bound pass over every feature map
+    (and its backward). Pairs are found inside ``nn.Sequential`` containers (every block of this package uses
+    them) and in torchvision's Inception ``BasicConv2d`` (``conv`` then ``bn``).
 
     Returns:
         How many BatchNorm layers were folded.
@@ -127,10 +129,15 @@ def fold_batchnorm(module: nn.Module) -> int:
         ValueError: the module is in training mode (batch statistics cannot be folded).
     """
     from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
+    from torchvision.models.inception import BasicConv2d
 
     if module.training:
         raise ValueError("fold_batchnorm needs a module in eval mode (call .eval() first)")
     folded = 0
+    for block in [m for m in module.modules() if isinstance(m, BasicConv2d)]:
+        if isinstance(block.bn, nn.BatchNorm2d):  # BasicConv2d.forward: relu(bn(conv(x)))
+            block.conv, block.bn = fuse_conv_bn_eval(block.conv, block.bn), nn.Identity()
+            folded += 1
     for seq in [m for m in module.modules() if isinstance(m, nn.Sequential)]:
         names = list(seq._modules)
         for first, second in zip(names, names[1:]):

@@ -55,6 +55,19 @@ class GANTrainerSettings:
     channels_last: bool = False
     compile: bool = False
     lr_decay_steps: int | None = None  # StackGAN v1: halve both learning rates every this many steps of a phase
+    fast_damsm: bool = True  # the frozen DAMSM image encoder with its BatchNorms folded, channels-last (same function)
+    adam: str = "fused"  # Adam's implementation: loop (per tensor) | foreach (multi-tensor) | fused (one kernel, fastest)
+
+
+ADAM_IMPLEMENTATIONS = ("loop", "foreach", "fused")
+
+
+def make_adam(params, lr: float, betas: tuple[float, float], implementation: str = "fused") -> torch.optim.Adam:
+    """``torch.optim.Adam`` with the chosen implementation; all three compute the same update (up to rounding)."""
+    if implementation not in ADAM_IMPLEMENTATIONS:
+        raise ValueError(f"unknown Adam implementation {implementation!r}; choose one of {', '.join(ADAM_IMPLEMENTATIONS)}")
+    flags = {"loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}[implementation]
+    return torch.optim.Adam(params, lr=lr, betas=betas, **flags)
 
 
 class GANTrainer:
@@ -98,6 +111,8 @@ class GANTrainer:
         self.visualize = visualize
         # Which entry of ``batch.images`` each stage is trained against (StackGAN v1: 64 and 256 px).
         self.image_levels = image_levels or list(range(len(discriminators)))
+        if s.fast_damsm and hasattr(self.loss, "fast_image_encoder"):
+            self.loss.fast_image_encoder()
         if s.channels_last:  # NHWC lets oneDNN / cuDNN pick their fast (bf16, AMX, tensor-core) kernels
             for module in (self.generator, self.discriminators, self.loss):
                 module.to(memory_format=torch.channels_last)
@@ -106,8 +121,8 @@ class GANTrainer:
         broadcast_parameters(self.generator)
         broadcast_parameters(self.discriminators)
         self.ema = EMA(self.generator, s.ema_beta)
-        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=s.lr_g, betas=s.betas)
-        self.opt_d = [torch.optim.Adam(d.parameters(), lr=s.lr_d, betas=s.betas) for d in self.discriminators]
+        self.opt_g = make_adam(self.generator.parameters(), s.lr_g, s.betas, s.adam)
+        self.opt_d = [make_adam(d.parameters(), s.lr_d, s.betas, s.adam) for d in self.discriminators]
         self.scaler = precision.grad_scaler()
         self.step = 0
         self.logger = RunLogger(self.run_dir, enabled=self.dist.is_main)

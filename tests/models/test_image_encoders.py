@@ -110,3 +110,34 @@ def test_trunk_then_project_is_forward_and_trunk_weights_load_strictly(inception
     with pytest.raises(WeightsError, match="not an Inception-v3 trunk") as err:
         enc.load_trunk_state_dict(broken, "broken.pth")
     assert "\n" not in str(err.value) and "Mixed_5b.branch_pool.conv.weight" in str(err.value)
+
+
+def test_folded_channels_last_inception_has_the_same_outputs_and_input_gradients():
+    """GANLoss.fast_image_encoder: BasicConv2d BatchNorms folded + NHWC compute the same function (float64)."""
+    from t2i.losses.gan import GANLoss
+
+    torch.manual_seed(0)
+    encoder = InceptionImageEncoder(embed_dim=8).double()
+    with torch.no_grad():  # BatchNorm statistics that are not the identity, so folding has work to do
+        for m in encoder.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.1, 0.1)
+    loss = GANLoss(image_encoder=encoder, lambda_damsm=1.0)
+    plain = loss.image_encoder
+    assert loss.fast_image_encoder() == 94  # every BasicConv2d of the trunk
+    fast = loss.image_encoder
+    assert fast is not plain and any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules())
+    assert fast.Conv2d_1a_3x3.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    images = torch.rand(1, 3, 64, 64, dtype=torch.float64) * 2 - 1
+    results = []
+    for enc, channels_last in ((plain, False), (fast, True)):
+        x = images.clone().requires_grad_(True)
+        regions, global_feat = enc(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
+        (regions.square().mean() + global_feat.square().mean()).backward()
+        results.append((regions.detach(), global_feat.detach(), x.grad))
+    for a, b in zip(*results):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-12 * a.abs().max().item())
+    assert not any(p.requires_grad for p in fast.parameters())  # frozen: no weight gradients are built

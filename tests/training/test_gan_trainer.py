@@ -192,3 +192,47 @@ def test_channels_last_bf16_step_matches_layout_and_stays_finite(tmp_path):
     assert all(torch.isfinite(torch.tensor(v)) for v in logs.values())
     conv = next(m for m in trainer.discriminators[0].modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def _trainer_with(tmp_path, **fast):
+    torch.manual_seed(0)
+    vocab, text_encoder, generator, discriminators, spec = tiny_models()
+    loss = GANLoss(image_encoder=LightImageEncoder(embed_dim=8, width=4, image_size=32), lambda_damsm=1.0)
+    settings = GANTrainerSettings(max_steps=3, z_dim=6, resume="never", **fast)
+    trainer = GANTrainer(generator, discriminators, text_encoder, loss, [], tmp_path, settings,
+                         Precision("fp32", torch.device("cpu")), torch.device("cpu"), model_spec=spec,
+                         vocab=vocab.to_dict())
+    return trainer
+
+
+def test_fast_options_give_the_same_updated_parameters(tmp_path):
+    """fast_damsm (folded, channels-last DAMSM image encoder), fused / foreach Adam and the multi-tensor EMA
+    compute the same step as the plain per-tensor path: equal losses, weights, EMA and Adam moments."""
+    plain = _trainer_with(tmp_path / "plain", fast_damsm=False, adam="loop")
+    plain.ema.foreach = False
+    fast = {adam: _trainer_with(tmp_path / adam, fast_damsm=True, adam=adam) for adam in ("fused", "foreach")}
+    assert plain.loss.image_channels_last is False and fast["fused"].loss.image_channels_last is True
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast["fused"].loss.image_encoder.modules())
+    for batch in tiny_batches(n_batches=3):
+        torch.manual_seed(7)
+        logs_plain = plain.train_step(batch)
+        for trainer in fast.values():
+            torch.manual_seed(7)
+            assert trainer.train_step(batch) == pytest.approx(logs_plain, rel=1e-4, abs=1e-5)
+    for trainer in fast.values():
+        for a, b in [(plain.generator, trainer.generator), (plain.discriminators, trainer.discriminators),
+                     (plain.ema.shadow, trainer.ema.shadow)]:
+            for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+                assert torch.allclose(p.float(), q.float(), rtol=1e-4, atol=1e-6), name
+        moments = [s["exp_avg_sq"] for s in trainer.opt_g.state.values()]
+        assert all(torch.allclose(m, n, rtol=1e-4, atol=1e-10)
+                   for m, n in zip([s["exp_avg_sq"] for s in plain.opt_g.state.values()], moments))
+    # the parameters moved (the comparison above is not between two untouched models)
+    torch.manual_seed(0)
+    _, _, g0, _, _ = tiny_models()
+    assert not torch.allclose(next(g0.parameters()), next(plain.generator.parameters()))
+
+
+def test_unknown_adam_implementation_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="Adam implementation 'sgd'"):
+        _trainer_with(tmp_path, adam="sgd")
