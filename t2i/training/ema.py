@@ -15,23 +15,19 @@ class EMA:
     are copied), as the references' ``avg_param_G`` (``avg_p.mul_(0.999).add_(0.001, p)``).
     """
 
-    def __init__(self, model: nn.Module, beta: float = 0.999, foreach: bool = True):
+    def __init__(self, model: nn.Module, beta: float = 0.999):
         if not 0.0 <= beta < 1.0:
             raise ValueError(f"EMA beta must be in [0, 1), got {beta}")
         self.beta = beta
-        self.foreach = foreach
         self.shadow = copy.deepcopy(model).eval().requires_grad_(False)
         self.model = model
 
     @torch.no_grad()
     def update(self) -> None:
-        """One averaging step; multi-tensor (``torch._foreach_*``: one call, the same per-element maths) by default."""
+        """One averaging step, as one multi-tensor ``lerp_`` (the same per-element maths as a loop over tensors)."""
         shadow, live = list(self.shadow.parameters()), [p.detach() for p in self.model.parameters()]
-        if self.foreach and shadow:
+        if shadow:
             torch._foreach_lerp_(shadow, live, 1.0 - self.beta)
-        else:
-            for p_ema, p in zip(shadow, live):
-                p_ema.lerp_(p, 1.0 - self.beta)
         for b_ema, b in zip(self.shadow.buffers(), self.model.buffers()):
             b_ema.copy_(b)
 
