@@ -11,6 +11,11 @@ DF-GAN's matching-aware gradient penalty (Tao et al. 2022, Eq. 3) on real images
 
 and optionally with DiffAugment (:mod:`t2i.augment`) applied to every image a discriminator sees, real
 and fake, in both the D and the G step. The references use neither (``ma_gp_weight=0``, ``augment=None``).
+
+Optionally the generator also pays MSGAN's mode-seeking term (Mao et al. 2019, Eq. 3 as their code minimises it),
+on a second draw of the noise for the same texts (:func:`mode_seeking_loss`; ``mode_seeking_weight=0``: off)::
+
+    L_ms = w / (mean|G(c, z1) - G(c, z2)| / mean|z1 - z2| + 1e-5)
 """
 
 from __future__ import annotations
@@ -65,16 +70,21 @@ class GANLoss(nn.Module):
         ma_gp_weight / ma_gp_power: DF-GAN's matching-aware gradient penalty ``k`` and ``p`` (2 and 6 in
             DF-GAN; weight 0 turns it off, as in AttnGAN).
         augment: DiffAugment policy for D's inputs, e.g. ``"translation,cutout"`` (None: no augmentation).
+        mode_seeking_weight: weight of MSGAN's mode-seeking term on the last active stage's images (0: off, as in
+            AttnGAN); the trainer then runs the generator a second time with new noise.
     """
 
     def __init__(self, image_encoder: nn.Module | None = None, lambda_damsm: float = 0.0, kl_weight: float = 1.0,
                  adversarial: str = "bce", scheme: str = "attngan", condition: str = "sentence",
                  uncond_weight: float = 1.0, gamma1: float = 4.0, gamma2: float = 5.0, gamma3: float = 10.0,
                  released_eq10: bool = False, mismatched: str = "other_class", ma_gp_weight: float = 0.0,
-                 ma_gp_power: float = 6.0, augment: str | None = None):
+                 ma_gp_power: float = 6.0, augment: str | None = None, mode_seeking_weight: float = 0.0):
         super().__init__()
         if ma_gp_weight < 0:
             raise ValueError(f"ma_gp_weight must be >= 0, got {ma_gp_weight}")
+        if mode_seeking_weight < 0:
+            raise ValueError(f"mode_seeking_weight must be >= 0, got {mode_seeking_weight}")
+        self.mode_seeking_weight = float(mode_seeking_weight)
         self.augment = parse_policy(augment)
         self.ma_gp_weight, self.ma_gp_power = float(ma_gp_weight), float(ma_gp_power)
         if condition not in CONDITIONS:
@@ -180,6 +190,20 @@ class GANLoss(nn.Module):
             total = total + self.kl_weight * kl
         logs["total"] = total.item()
         return total, logs
+
+
+def mode_seeking_loss(images_a: Tensor, images_b: Tensor, z_a: Tensor, z_b: Tensor, eps: float = 1e-5) -> Tensor:
+    """MSGAN's mode-seeking term (Mao et al., CVPR 2019): small when two noises give different images.
+
+    The ratio ``mean|x_a - x_b| / mean|z_a - z_b|`` of image distance to noise distance (their Eq. 3, with the L1
+    distances their code uses) is maximised by minimising its inverse, ``1 / (ratio + eps)``.
+
+    Args:
+        images_a / images_b: ``[B, 3, H, W]`` the generator's images of the same texts for noises ``z_a`` / ``z_b``.
+        z_a / z_b: ``[B, z_dim]`` the two noises.
+    """
+    ratio = (images_a.float() - images_b.float()).abs().mean() / (z_a.float() - z_b.float()).abs().mean()
+    return 1.0 / (ratio + eps)
 
 
 def matching_aware_gradient_penalty(discriminator: nn.Module, real: Tensor, cond: Tensor, power: float = 6.0) -> Tensor:

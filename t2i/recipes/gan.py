@@ -121,7 +121,8 @@ def build_loss(model, image_encoder: torch.nn.Module | None) -> GANLoss:
                    released_eq10=bool(option(model, "released_eq10", False)),
                    mismatched=str(option(model, "mismatched", "other_class")),
                    ma_gp_weight=float(option(model, "ma_gp_weight", 0.0)),
-                   ma_gp_power=float(option(model, "ma_gp_power", 6.0)), augment=_policy(option(model, "augment")))
+                   ma_gp_power=float(option(model, "ma_gp_power", 6.0)), augment=_policy(option(model, "augment")),
+                   mode_seeking_weight=float(option(model, "mode_seeking_weight", 0.0)))
 
 
 def build_trainer(cfg) -> GANTrainer:

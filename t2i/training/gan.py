@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from t2i.errors import CheckpointError, DataError, TrainingError
 from t2i.export import write_export
 from t2i.io import load_checkpoint, load_state_dict_strict, save_checkpoint, start_over
+from t2i.losses.gan import mode_seeking_loss
 from t2i.runtime import DistInfo, Precision, rng_state, set_rng_state
 from t2i.structures import Batch, TextEmbedding
 from t2i.training.distributed import average_gradients, broadcast_parameters, rank_slice
@@ -216,6 +217,13 @@ class GANTrainer:
             d.requires_grad_(False)
         with self.precision.autocast():
             loss_g, g_logs = self.loss.generator(output, self.discriminators, cond, text, batch, stages)
+            if self.loss.mode_seeking_weight > 0:  # MSGAN: the same texts with a second noise
+                z2 = torch.randn_like(z)
+                last = max(stages)
+                ms = mode_seeking_loss(output.images[last], self.generator_forward(z2, text).images[last], z, z2)
+                g_logs["mode_seeking"] = ms.item()
+                loss_g = loss_g + self.loss.mode_seeking_weight * ms
+                g_logs["total"] = loss_g.item()
         for d in self.discriminators:
             d.requires_grad_(True)
         self._check_finite(loss_g, "loss_g")

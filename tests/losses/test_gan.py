@@ -69,3 +69,15 @@ def test_augmentation_reaches_d_inputs_in_both_steps_and_gradients_reach_g():
     total.backward()
     assert (seen[-1] == 0).any() and fake.grad.abs().sum() > 0
     assert (fake.grad == 0).any()  # the cut-out pixels get no gradient: the augmentation sits between G and D
+
+
+def test_mode_seeking_loss_is_the_inverse_of_image_over_noise_distance():
+    from t2i.losses.gan import mode_seeking_loss
+
+    a, b = torch.zeros(2, 3, 4, 4), torch.full((2, 3, 4, 4), 0.5)
+    za, zb = torch.zeros(2, 6), torch.full((2, 6), 2.0)
+    torch.testing.assert_close(mode_seeking_loss(a, b, za, zb), torch.tensor(1 / (0.25 + 1e-5)))
+    # images that ignore the noise cost the most: 1 / eps
+    torch.testing.assert_close(mode_seeking_loss(a, a.clone(), za, zb), torch.tensor(1e5))
+    with pytest.raises(ValueError, match="mode_seeking_weight"):
+        GANLoss(mode_seeking_weight=-0.5)
