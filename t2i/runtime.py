@@ -159,26 +159,35 @@ def _probe_cached(shape: ProbeShape) -> tuple[dict[str, float], bool]:
     cpu = cpu_info()
     key = f"{cpu.model}|{cpu.isa}|torch {torch.__version__}|{torch.get_num_threads()} threads|" \
           f"{shape.channels}x{shape.size}x{shape.size} b{shape.batch}"
-    path = cache_dir() / "precision_probe.json"
-    try:
-        cache = json.loads(path.read_text())
-        if not isinstance(cache, dict):
-            cache = {}
-    except (OSError, ValueError):
-        cache = {}
+    cache = read_cache("precision_probe.json")
     hit = cache.get(key)
     if isinstance(hit, dict) and all(isinstance(hit.get(k), (int, float)) for k in ("fp32", "bf16")):
         return {"fp32": float(hit["fp32"]), "bf16": float(hit["bf16"])}, True
     times = probe_cpu_precisions(shape)
     cache[key] = times
-    try:  # a cache, not a result: a failed write only means probing again next time
+    write_cache("precision_probe.json", cache)
+    return times, False
+
+
+def read_cache(name: str) -> dict:
+    """The JSON object in ``cache_dir() / name`` (a probe's times), or ``{}`` when missing or unreadable."""
+    try:
+        cache = json.loads((cache_dir() / name).read_text())
+    except (OSError, ValueError):
+        return {}
+    return cache if isinstance(cache, dict) else {}
+
+
+def write_cache(name: str, cache: dict) -> None:
+    """Replace ``cache_dir() / name`` atomically; a cache, not a result: a failed write means probing again."""
+    path = cache_dir() / name
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(cache, indent=1))
         os.replace(tmp, path)
     except OSError:
         pass
-    return times, False
 
 
 def choose_precision(device: torch.device, shape: ProbeShape | None = None, *,

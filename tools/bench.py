@@ -211,7 +211,8 @@ def bench_group(cfg, device, kind: str, batch_size: int, resolution: int | None,
 
 # ---------------------------------------------------------------------------------------------- side by side
 # t2i trainer options of the side-by-side cases; "plain" is the step as it was before issue 14.
-SIDE_OPTIONS = {"plain": {"fast_damsm": False, "adam": "loop"}, "default": {}, "channels_last": {"channels_last": True},
+SIDE_OPTIONS = {"plain": {"fast_damsm": False, "adam": "loop", "gemm_conv": "false"}, "default": {},
+                "channels_last": {"channels_last": True},
                 "compile": {"compile": True}}
 
 

@@ -24,6 +24,7 @@ from t2i.runtime import DistInfo, Precision, rng_state, set_rng_state
 from t2i.structures import Batch, TextEmbedding
 from t2i.training.distributed import average_gradients, broadcast_parameters, rank_slice
 from t2i.training.ema import EMA
+from t2i.training.kernels import GEMM_CONV_CHOICES, choose_gemm_convs, conv_calls, use_gemm_convs
 from t2i.training.logging import RunLogger
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class GANTrainerSettings:
     lr_decay_steps: int | None = None  # StackGAN v1: halve both learning rates every this many steps of a phase
     fast_damsm: bool = True  # the frozen DAMSM image encoder with its BatchNorms folded, channels-last (same function)
     adam: str = "fused"  # Adam's implementation: loop (per tensor) | foreach (multi-tensor) | fused (one kernel, fastest)
+    gemm_conv: str | bool = "auto"  # D's convolutions with outputs of at most 8x8 as one GEMM: auto (measured) | true | false
 
 
 ADAM_IMPLEMENTATIONS = ("loop", "foreach", "fused")
@@ -112,6 +114,11 @@ class GANTrainer:
         self.visualize = visualize
         # Which entry of ``batch.images`` each stage is trained against (StackGAN v1: 64 and 256 px).
         self.image_levels = image_levels or list(range(len(discriminators)))
+        if isinstance(s.gemm_conv, bool):  # YAML reads true/false as booleans
+            s.gemm_conv = str(s.gemm_conv).lower()
+        if str(s.gemm_conv) not in GEMM_CONV_CHOICES:
+            raise ValueError(f"gemm_conv={s.gemm_conv!r}; choose one of {', '.join(GEMM_CONV_CHOICES)}")
+        self.gemm_convs: dict[str, str] | None = None  # chosen at the first step, at its shapes
         if s.fast_damsm and hasattr(self.loss, "fast_image_encoder"):
             self.loss.fast_image_encoder()
         if s.channels_last:  # NHWC lets oneDNN / cuDNN pick their fast (bf16, AMX, tensor-core) kernels
@@ -187,6 +194,8 @@ class GANTrainer:
         batch = batch.to(self.device)
         if self.settings.channels_last:
             batch.images = [x.contiguous(memory_format=torch.channels_last) for x in batch.images]
+        if self.gemm_convs is None:
+            self.choose_conv_kernels(batch)
         stages = self.active_stages(self.step)
         self._freeze_inactive(stages)
         self._set_learning_rates(self.step)
@@ -236,6 +245,36 @@ class GANTrainer:
         self.ema.update()
         self.step += 1
         return logs
+
+    def choose_conv_kernels(self, batch: Batch) -> dict[str, str]:
+        """``train.gemm_conv``: run the discriminators' small convolutions (outputs of at most 8x8) as one GEMM
+        where that is faster here (:mod:`t2i.training.kernels`). ``auto`` measures each layer at this batch's
+        shapes on a CPU in fp32, and keeps oneDNN's / cuDNN's kernels elsewhere. Same function, same parameters.
+        """
+        mode = str(self.settings.gemm_conv)
+        if mode == "auto" and (self.device.type != "cpu" or self.precision.dtype is not None or self.settings.channels_last):
+            mode = "false"  # measured on the CPU in fp32, NCHW only
+        chosen: dict[str, str] = {}
+        for i, d in enumerate(self.discriminators):
+            if mode == "false":
+                break
+            images = batch.images[self.image_levels[i]]
+
+            def run(d=d, images=images):
+                code = d.encode(images)
+                if hasattr(d, "cond_logits"):
+                    d.cond_logits(code, images.new_zeros(len(images), d.cond_dim))
+                    if d.has_uncond:
+                        d.uncond_logits(code)
+
+            picked = choose_gemm_convs(conv_calls(d, run), mode)
+            use_gemm_convs(d, picked)
+            chosen.update({f"discriminators.{i}.{name}": why for name, why in picked.items()})
+        self.gemm_convs = chosen
+        if chosen:
+            log.info("gemm_conv=%s: %d discriminator convolution(s) as one GEMM: %s", self.settings.gemm_conv,
+                     len(chosen), "; ".join(f"{k} ({v})" for k, v in chosen.items()))
+        return chosen
 
     def _clip_and_step(self, opt: torch.optim.Optimizer, params) -> None:
         params = list(params)

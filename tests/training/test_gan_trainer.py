@@ -269,3 +269,39 @@ def test_mode_seeking_adds_its_term_and_spreads_the_images_of_one_text(tmp_path)
         mode_seeking_loss(generator(z1, text).images[-1], generator(z2, text).images[-1], z1, z2).backward()
         opt.step()
     assert spread() > 1.2 * before  # 0.46 -> 0.63 here (tanh images saturate)
+
+
+def test_gemm_convolutions_give_the_same_step_as_onednn(tmp_path, monkeypatch):
+    """train.gemm_conv: the discriminators' small convolutions as one GEMM give the same losses, weights and Adam
+    moments as the plain NCHW step; auto follows the probe, and stays off in bf16 and channels-last."""
+    import t2i.training.kernels as kernels
+    from t2i.models.layers import GemmConv2d
+
+    plain, gemm = _trainer_with(tmp_path / "plain", gemm_conv=False), _trainer_with(tmp_path / "gemm", gemm_conv="true")
+    for batch in tiny_batches(n_batches=2):
+        torch.manual_seed(7)
+        logs_plain = plain.train_step(batch)
+        torch.manual_seed(7)
+        assert gemm.train_step(batch) == pytest.approx(logs_plain, rel=1e-4, abs=1e-5)
+    assert plain.gemm_convs == {} and "discriminators.1.joint.0" in gemm.gemm_convs
+    assert sum(isinstance(m, GemmConv2d) for m in gemm.discriminators.modules()) == len(gemm.gemm_convs) >= 6
+    assert list(gemm.discriminators.state_dict()) == list(plain.discriminators.state_dict())
+    # Adam divides by sqrt(v): the rounding of a near-zero gradient may move a weight by a few % of one update
+    # (lr 2e-4), so the weights are compared at 2e-5 and the losses and second moments closely.
+    for a, b in [(plain.discriminators, gemm.discriminators), (plain.generator, gemm.generator)]:
+        for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+            assert torch.allclose(p.float(), q.float(), rtol=1e-4, atol=2e-5), name
+    for opt_p, opt_g in zip(plain.opt_d, gemm.opt_d):
+        for s, t in zip(opt_p.state.values(), opt_g.state.values()):
+            assert torch.allclose(s["exp_avg_sq"], t["exp_avg_sq"], rtol=1e-4, atol=1e-12)
+    # auto: the probe decides (here: the GEMM wins for 32 output channels only)
+    monkeypatch.setattr(kernels, "probe_cached",
+                        lambda s: ({"onednn": 1.0, "gemm": 0.5 if s.out_channels == 32 else 2.0}, True))
+    auto = _trainer_with(tmp_path / "auto")
+    assert auto.settings.gemm_conv == "auto"
+    chosen = auto.choose_conv_kernels(tiny_batches()[0])
+    assert chosen and all("gemm 500.0 ms" in why for why in chosen.values())
+    off = _trainer_with(tmp_path / "cl", channels_last=True)
+    assert off.choose_conv_kernels(tiny_batches()[0]) == {}
+    with pytest.raises(ValueError, match="gemm_conv='fast'"):
+        _trainer_with(tmp_path / "bad", gemm_conv="fast")
