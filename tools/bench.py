@@ -63,6 +63,7 @@ from t2i.runtime import (Precision, ProbeShape, configure_threads, cpu_info, pro
                          seed_everything, usable_cores)
 from t2i.structures import Batch
 from t2i.training.gan import GANTrainer, GANTrainerSettings
+from t2i.training.kernels import choose_gemm_convs, conv_calls, use_gemm_convs
 
 log = logging.getLogger("t2i.bench")
 
@@ -210,9 +211,10 @@ def bench_group(cfg, device, kind: str, batch_size: int, resolution: int | None,
 
 
 # ---------------------------------------------------------------------------------------------- side by side
-# t2i trainer options of the side-by-side cases; "plain" is the step as it was before issue 14.
+# t2i trainer options of the side-by-side cases; "plain" is the step as it was before issue 14, "onednn" today's
+# default with every convolution on oneDNN (the default before train.gemm_conv).
 SIDE_OPTIONS = {"plain": {"fast_damsm": False, "adam": "loop", "gemm_conv": "false"}, "default": {},
-                "channels_last": {"channels_last": True},
+                "onednn": {"gemm_conv": "false"}, "channels_last": {"channels_last": True},
                 "compile": {"compile": True}}
 
 
@@ -352,6 +354,124 @@ def format_side_by_side(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------------------------- per module
+MODULE_VARIANTS = ("nchw", "channels_last", "gemm")
+
+
+def module_cases(trainer: GANTrainer, batch: Batch, names: list[str]) -> dict[str, Callable[[str], Callable[[], None]]]:
+    """For each module name (``g1..gN`` a generator stage with its image head, ``d64``.. a discriminator, ``damsm``
+    the frozen DAMSM image encoder as the trainer runs it): ``variant -> one forward + backward`` at the shapes of
+    the training step. D: the D update's two passes (real, fake) with weight gradients, then the G update's pass
+    with input gradients only; G stage: input and weight gradients; DAMSM: input gradients only (frozen)."""
+    from t2i.models.stages.base import StageContext
+
+    g = trainer.generator
+    text, _ = trainer.encode(batch)
+    with torch.no_grad():
+        c_code, _, _ = g.ca(text.sentence, True)
+        ctx = StageContext(z=torch.randn(len(batch), trainer.settings.z_dim), c_code=c_code, text=text, images=[])
+        features = [None]
+        for stage in g.stages:
+            features.append(stage(features[-1], ctx).features)
+    fmt = {"nchw": torch.contiguous_format, "gemm": torch.contiguous_format, "channels_last": torch.channels_last}
+    cases: dict[str, Callable[[str], Callable[[], None]]] = {}
+
+    def stage_case(i):
+        def make(variant):
+            stage, head = (copy.deepcopy(m).to(memory_format=fmt[variant]) for m in (g.stages[i], g.heads[i]))
+
+            def run():
+                x = None if features[i] is None else \
+                    features[i].contiguous(memory_format=fmt[variant]).requires_grad_(True)
+                head(stage(x, ctx).features).square().mean().backward()
+            return run
+        return make
+
+    def d_case(i):
+        def make(variant):
+            d = copy.deepcopy(trainer.discriminators[i]).to(memory_format=fmt[variant])
+            images = batch.images[trainer.image_levels[i]].contiguous(memory_format=fmt[variant])
+            if variant == "gemm":
+                use_gemm_convs(d, choose_gemm_convs(conv_calls(d, lambda: d.encode(images)), "auto"))
+
+            def score(x):
+                code = d.encode(x)
+                return d.cond_logits(code, text.sentence).mean() + d.uncond_logits(code).mean()
+
+            def run():
+                (score(images) + score(images.flip(0))).backward()  # D update: real and fake
+                d.requires_grad_(False)
+                score(images.detach().requires_grad_(True)).backward()  # G update: D frozen
+                d.requires_grad_(True)
+            return run
+        return make
+
+    def damsm_case(variant):
+        encoder = trainer.loss.image_encoder  # as the trainer runs it (fast_damsm: folded, channels-last)
+        size = int(getattr(encoder, "image_size", batch.images[-1].shape[-1]))
+        x0 = torch.rand(len(batch), 3, size, size) * 2 - 1
+        encoder = copy.deepcopy(encoder).to(memory_format=fmt[variant])
+
+        def run():
+            regions, global_feat = encoder(x0.contiguous(memory_format=fmt[variant]).requires_grad_(True))
+            (regions.square().mean() + global_feat.square().mean()).backward()
+        return run
+
+    for name in names:
+        if name.startswith("g") and name[1:].isdigit() and 1 <= int(name[1:]) <= len(g.stages):
+            cases[name] = stage_case(int(name[1:]) - 1)
+        elif name.startswith("d") and name[1:].isdigit() and int(name[1:]) in g.resolutions:
+            cases[name] = d_case(g.resolutions.index(int(name[1:])))
+        elif name == "damsm" and trainer.loss.image_encoder is not None:
+            cases[name] = damsm_case
+        else:
+            raise ConfigError(f"modules.names has {name!r}: use g1..g{len(g.stages)}, "
+                              f"{', '.join(f'd{r}' for r in g.resolutions)} or damsm")
+    return cases
+
+
+def run_modules(cfg, device: torch.device, info: dict, command: str) -> None:
+    """Per module: seconds of a forward + backward in each variant (interleaved), and NCHW / variant."""
+    node = cfg.modules
+    variants = [str(v) for v in node.variants]
+    if not variants or any(v not in MODULE_VARIANTS for v in variants):
+        raise ConfigError(f"modules.variants {variants}: choose from {', '.join(MODULE_VARIANTS)}")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for b in node.batch_sizes:
+            trainer = paper_trainer(cfg, "default", device, Path(tmp) / f"b{b}")
+            g = torch.Generator().manual_seed(int(cfg.seed))
+            batch = random_batch(int(b), list(trainer.generator.resolutions), int(cfg.training.vocab_size),
+                                 int(cfg.data.words_num), g)
+            for name, make in module_cases(trainer, batch, [str(n) for n in node.names]).items():
+                kinds = [v for v in variants if v != "gemm" or name[1:].isdigit() and name.startswith("d")]
+                fns = [make(v) for v in kinds]
+                for _ in range(int(node.warmup)):
+                    for fn in fns:
+                        fn()
+                times = interleaved_times(fns, int(node.steps), device)
+                med = {v: statistics.median(t) for v, t in zip(kinds, times)}
+                rows.append({"batch": int(b), "module": name, "median": med, "times": dict(zip(kinds, times)),
+                             "load": os.getloadavg()[0]})
+                log.info("b%d %s: %s", b, name, ", ".join(f"{v} {t:.3f} s" for v, t in med.items()))
+    info["loadavg_after"] = list(os.getloadavg())
+    print(command)
+    print(f"{info['cpu_line']}, torch {info['torch']}, load average {info['loadavg'][0]:.2f} before / "
+          f"{info['loadavg_after'][0]:.2f} after")
+    print("| batch | module | " + " | ".join(f"{v} s" for v in variants) + " | load |")
+    print("|" + "---|" * (len(variants) + 3))
+    for r in rows:
+        base = r["median"].get("nchw")
+        cells = [(f"{r['median'][v]:.3f}" + (f" ({base / r['median'][v]:.2f}x)" if base and v != "nchw" else ""))
+                 if v in r["median"] else "—" for v in variants]
+        print(f"| {r['batch']} | {r['module']} | " + " | ".join(cells) + f" | {r['load']:.1f} |")
+    print("(Nx) = nchw seconds / variant seconds: above 1 the variant is faster")
+    if cfg.out:
+        Path(str(cfg.out)).write_text(json.dumps({"command": command, "machine": info, "modules": rows,
+                                                  "config": to_container(cfg)}, indent=1))
+        print(f"wrote {cfg.out}")
+
+
 # ---------------------------------------------------------------------------------------------- report
 def machine_info(device: torch.device) -> dict:
     cpu = cpu_info()
@@ -429,6 +549,9 @@ def main(cfg: DictConfig) -> None:
         info["auto_precision"], info["auto_reason"] = auto.name, auto.reason
         print(f"machine: {info['cpu_line'] if device.type == 'cpu' else info.get('gpu')}, torch {info['torch']}")
         print(f"precision=auto picks {auto.name}: {auto.reason}", flush=True)
+        if cfg.modules.enabled:
+            run_modules(cfg, device, info, command)
+            return
         if cfg.side_by_side.enabled or cfg.reference.attngan is not None:
             run_side_by_side(cfg, device, info, command)
             return

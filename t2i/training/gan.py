@@ -251,7 +251,7 @@ class GANTrainer:
         where that is faster here (:mod:`t2i.training.kernels`). ``auto`` measures each layer at this batch's
         shapes on a CPU in fp32, and keeps oneDNN's / cuDNN's kernels elsewhere. Same function, same parameters.
         """
-        mode = str(self.settings.gemm_conv)
+        mode, start = str(self.settings.gemm_conv), time.perf_counter()
         if mode == "auto" and (self.device.type != "cpu" or self.precision.dtype is not None or self.settings.channels_last):
             mode = "false"  # measured on the CPU in fp32, NCHW only
         chosen: dict[str, str] = {}
@@ -271,9 +271,10 @@ class GANTrainer:
             use_gemm_convs(d, picked)
             chosen.update({f"discriminators.{i}.{name}": why for name, why in picked.items()})
         self.gemm_convs = chosen
-        if chosen:
-            log.info("gemm_conv=%s: %d discriminator convolution(s) as one GEMM: %s", self.settings.gemm_conv,
-                     len(chosen), "; ".join(f"{k} ({v})" for k, v in chosen.items()))
+        if mode != "false":
+            log.info("gemm_conv=%s: %d discriminator convolution(s) as one GEMM (chosen in %.1f s)%s",
+                     self.settings.gemm_conv, len(chosen), time.perf_counter() - start,
+                     "".join(f"; {k}: {v}" for k, v in chosen.items()))
         return chosen
 
     def _clip_and_step(self, opt: torch.optim.Optimizer, params) -> None:
