@@ -187,18 +187,23 @@ def test_bench_side_by_side_times_both_and_prints_the_ratio(fake_reference, tmp_
     out = tmp_path / "side.json"
     args = [sys.executable, str(repo / "tools" / "bench.py"), "+experiment=attngan_cub", f"reference.attngan={fake_reference}",
             "threads=1", f"out={out}", "side_by_side.stages=[1,2]", "side_by_side.batch_sizes=[2]",
-            "side_by_side.options=[plain,default]", "side_by_side.steps=2", "side_by_side.warmup=0",
+            "side_by_side.options=[plain,default,bf16]", "side_by_side.steps=2", "side_by_side.warmup=0",
             "side_by_side.image_encoder=light", "training.damsm_width=4", "training.damsm_image_size=32",
             "model.generator.ngf=2", "model.generator.res_blocks=1", "model.discriminator.ndf=2",
             "encoder.word_dim=8", "encoder.hidden_dim=4", "training.vocab_size=20"]
     run = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
-    assert "| stages | batch | reference s/it | plain s/it | default s/it |" in run.stdout
+    assert "| stages | batch | reference s/it | plain s/it | default s/it | bf16 s/it |" in run.stdout
+    assert "precision: reference fp32; plain fp32; default " in run.stdout and "; bf16 bf16" in run.stdout
     assert "python tools/bench.py +experiment=attngan_cub" in run.stdout and "load average" in run.stdout
-    assert "parameters, 1 stage(s): reference G " in run.stdout and "; default G " in run.stdout
+    assert "parameters, 1 stage(s): reference G " in run.stdout and "; bf16 G " in run.stdout
     data = json.loads(out.read_text())
     rows = data["side_by_side"]
-    assert {(r["stages"], r["variant"]) for r in rows} == {(s, v) for s in (1, 2) for v in ("reference", "plain", "default")}
+    variants = ("reference", "plain", "default", "bf16")
+    assert {(r["stages"], r["variant"]) for r in rows} == {(s, v) for s in (1, 2) for v in variants}
+    precision = {r["variant"]: r["precision"] for r in rows}
+    assert precision["reference"] == precision["plain"] == "fp32" and precision["bf16"] == "bf16"
+    assert precision["default"] in ("fp32", "bf16")  # precision=auto: what this CPU's probe chose
     for r in rows:
         assert len(r["times"]) == 2 and r["median"] > 0
         ref = next(x for x in rows if x["stages"] == r["stages"] and x["variant"] == "reference")

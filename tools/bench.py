@@ -10,7 +10,9 @@ Three measurements (or the side-by-side one, 4.), all on random inputs (no data 
 3. generation latency of the generator at every final resolution (1-3 stages) and batch size;
 4. side by side (``side_by_side.enabled=true`` or ``reference.attngan=PATH``, instead of 1-3): t2i's training step at
    the model's architecture (``+experiment=attngan_cub``: 1 and 3 stages, AttnGAN's Inception DAMSM) for each
-   trainer option, and with ``reference.attngan=PATH`` the reference AttnGAN's own iteration
+   trainer option (at ``side_by_side.precision``, default ``auto``; ``plain`` and ``fp32`` in fp32, ``bf16`` in
+   bf16), and with
+   ``reference.attngan=PATH`` the reference AttnGAN's own iteration
    (:mod:`t2i.benchmark_reference`) on the same inputs, interleaved; prints reference / t2i per case.
 
 For each case of 1-3: ms per step, images/s, FLOPs per image (FlopCounterMode), achieved GFLOP/s and its
@@ -213,9 +215,12 @@ def bench_group(cfg, device, kind: str, batch_size: int, resolution: int | None,
 # ---------------------------------------------------------------------------------------------- side by side
 # t2i trainer options of the side-by-side cases; "plain" is the step as it was before issue 14, "onednn" today's
 # default with every convolution on oneDNN (the default before train.gemm_conv).
+# Every option runs at side_by_side.precision (default auto, the trainer's default: bf16 where this CPU has native
+# bf16 and the probe shows it faster, else fp32) except those SIDE_PRECISIONS pins.
 SIDE_OPTIONS = {"plain": {"fast_damsm": False, "adam": "loop", "gemm_conv": "false"}, "default": {},
-                "onednn": {"gemm_conv": "false"}, "channels_last": {"channels_last": True},
+                "fp32": {}, "bf16": {}, "onednn": {"gemm_conv": "false"}, "channels_last": {"channels_last": True},
                 "compile": {"compile": True}}
+SIDE_PRECISIONS = {"plain": "fp32", "fp32": "fp32", "bf16": "bf16"}
 
 
 def cut_stages(cfg, n: int):
@@ -249,7 +254,7 @@ def reference_settings(cfg, n: int, embed_dim: int) -> ReferenceSettings:
                              lambda_damsm=float(m.lambda_damsm), lr_g=float(m.lr_g), lr_d=float(m.lr_d))
 
 
-def paper_trainer(cfg, option: str, device: torch.device, run_dir: Path) -> GANTrainer:
+def paper_trainer(cfg, option: str, device: torch.device, run_dir: Path, batch_size: int = 8) -> GANTrainer:
     """t2i's trainer for ``cfg.model`` as tools/train.py builds it, with a random DAMSM; ``option`` from SIDE_OPTIONS."""
     seed_everything(int(cfg.seed))
     text_encoder = text_encoder_from(cfg)
@@ -266,8 +271,12 @@ def paper_trainer(cfg, option: str, device: torch.device, run_dir: Path) -> GANT
     settings = GANTrainerSettings(max_steps=10**9, lr_g=float(m.lr_g), lr_d=float(m.lr_d), betas=tuple(m.betas),
                                   ema_beta=float(m.get("ema_beta") or 0.999), z_dim=spec["z_dim"], resume="never",
                                   **SIDE_OPTIONS[option])
+    g = m.generator  # precision=auto probes as tools/train.py does: the first stage's width, resolution, batch
+    probe = ProbeShape(channels=2 * int(g.ngf), size=int(g.base_size), batch=min(int(batch_size), 8))
+    precision = Precision(SIDE_PRECISIONS.get(option, str(cfg.side_by_side.precision)), device, probe_shape=probe)
     trainer = GANTrainer(generator, discriminators, text_encoder, build_loss(m, image_encoder), [], run_dir, settings,
-                         Precision("fp32", device), device, model_spec=spec, vocab={})
+                         precision, device, model_spec=spec, vocab={})
+    trainer.precision_name = precision.name
     if option == "plain":
         trainer.ema.foreach = False
     return trainer
@@ -290,17 +299,19 @@ def side_by_side(cfg, device: torch.device, bar, run_dir: Path) -> list[dict]:
             g = torch.Generator().manual_seed(int(cfg.seed))
             sizes = [int(cfg.model.generator.base_size) * 2 ** i for i in range(int(n))]
             batch = random_batch(b, sizes, int(cfg.training.vocab_size), int(cfg.data.words_num), g)
-            names, fns, params = [], [], []
+            names, fns, params, precisions = [], [], [], []
             if path is not None:
                 settings = reference_settings(cfg, int(n), int(text_encoder_from(cfg).out_dim))
                 step = reference_step(str(path), settings, int(cfg.training.vocab_size), batch.images,
                                       batch.captions, batch.lengths, batch.class_ids, seed=int(cfg.seed))
                 names.append("reference")
+                precisions.append("fp32")  # the reference has no mixed precision on the CPU
                 fns.append(step)
                 params.append((_count(step.generator), sum(_count(d) for d in step.discriminators)))
             for option in options:
-                trainer = paper_trainer(case_cfg, option, device, run_dir / f"{n}_{b}_{option}")
+                trainer = paper_trainer(case_cfg, option, device, run_dir / f"{n}_{b}_{option}", b)
                 names.append(option)
+                precisions.append(trainer.precision_name)
                 fns.append(lambda trainer=trainer, batch=batch.to(device): trainer.train_step(batch))
                 params.append((_count(trainer.generator), _count(trainer.discriminators)))
             for _ in range(int(node.warmup)):
@@ -316,9 +327,9 @@ def side_by_side(cfg, device: torch.device, bar, run_dir: Path) -> list[dict]:
 
             times = interleaved_times([tick(fn) for fn in fns], int(node.steps), device)
             ref = statistics.median(times[0]) if path is not None else None
-            for name, t, (g_params, d_params) in zip(names, times, params):
+            for name, prec, t, (g_params, d_params) in zip(names, precisions, times, params):
                 med = statistics.median(t)
-                rows.append({"stages": int(n), "batch": b, "variant": name, "times": t, "median": med,
+                rows.append({"stages": int(n), "batch": b, "variant": name, "precision": prec, "times": t, "median": med,
                              "best": min(t), "reference_over_this": (ref / med) if ref is not None else None,
                              "generator_params": g_params, "discriminator_params": d_params})
             del fns, trainer
@@ -347,6 +358,8 @@ def format_side_by_side(rows: list[dict]) -> str:
         lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells) + " |")
     if any(r["reference_over_this"] is not None for r in rows):
         lines.append("(Nx) = reference seconds / t2i seconds: above 1 t2i is faster; medians of interleaved rounds")
+    precision_of = {v: sorted({r.get("precision", "fp32") for r in rows if r["variant"] == v}) for v in variants}
+    lines.append("precision: " + "; ".join(f"{v} {'/'.join(p)}" for v, p in precision_of.items()))
     for n in dict.fromkeys(r["stages"] for r in rows):  # the same architecture: the same parameter counts
         counts = dict.fromkeys(f"{r['variant']} G {r['generator_params'] / 1e6:.3f}M D {r['discriminator_params'] / 1e6:.3f}M"
                                for r in rows if r["stages"] == n and r["variant"] in ("reference", rows[-1]["variant"]))
@@ -511,8 +524,9 @@ def run_side_by_side(cfg, device: torch.device, info: dict, command: str) -> Non
     node = cfg.side_by_side
     calls = len(node.stages) * len(node.batch_sizes) * (len(node.options) + (cfg.reference.attngan is not None)) \
         * (int(node.steps) + int(node.warmup))
-    log.info("side by side (fp32, %d thread(s)): stages %s, batches %s, t2i options %s%s", torch.get_num_threads(),
-             list(node.stages), list(node.batch_sizes), list(node.options),
+    log.info("side by side (%d thread(s); the reference in fp32, t2i at precision=%s except plain/fp32 in fp32 "
+             "and bf16 in bf16): stages %s, batches %s, t2i options %s%s", torch.get_num_threads(),
+             node.precision, list(node.stages), list(node.batch_sizes), list(node.options),
              ", and the reference" if cfg.reference.attngan is not None else " (no reference.attngan: t2i only)")
     with tempfile.TemporaryDirectory() as tmp, tqdm(total=calls, desc="side by side", unit="it", dynamic_ncols=True) as bar:
         rows = side_by_side(cfg, device, bar, Path(tmp))

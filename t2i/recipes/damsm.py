@@ -100,7 +100,8 @@ def train(cfg: Any) -> dict[str, float]:
         ckpt_every=int(run.ckpt_every), log_every=int(run.log_every),
         eval_every=option(model, "eval_every"), resume=str(option(run, "resume", "auto")), vocab=vocab,
         config=to_container(cfg), seed=seed, feature_cache=feature_cache,
-        word_r_precision=bool(option(model, "word_r_precision", True)))
+        word_r_precision=bool(option(model, "word_r_precision", True)),
+        hard_negatives=int(option(model, "hard_negatives", 0)))
     metrics = trainer.fit()
     vocab.save(run_dir / "vocab.json")
     log.info("DAMSM done: %s", ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -25,11 +26,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from t2i.errors import TrainingError
-from t2i.losses.damsm import DAMSMLoss, DAMSMLossOutput, same_class_mask, word_region_scores
+from t2i.data.attributes import COLOUR_WORDS
+from t2i.losses.damsm import CaptionNegatives, DAMSMLoss, DAMSMLossOutput, same_class_mask, word_region_scores
 from t2i.metrics.r_precision import fold_means, true_first
 from t2i.models.damsm import save_image_encoder, save_text_encoder, vocab_dict
 from t2i.runtime import Precision, resolve_device, rng_state, set_rng_state
-from t2i.structures import Batch
+from t2i.structures import Batch, CaptionBatch
 from t2i.io import load_checkpoint, load_state_dict_strict, save_checkpoint, start_over
 
 log = logging.getLogger(__name__)
@@ -86,6 +88,62 @@ def _pad_words(words: list[Tensor], pad_masks: list[Tensor]) -> tuple[Tensor, Te
     out = torch.cat([F.pad(w, (0, 0, 0, longest - w.shape[1])) for w in words])
     mask = torch.cat([F.pad(m, (0, longest - m.shape[1]), value=True) for m in pad_masks])
     return out, mask
+
+
+# ----------------------------------------------------------------------------------------- hard negatives
+_COLOUR_RE = re.compile(r"\b(" + "|".join(sorted(COLOUR_WORDS, key=len, reverse=True)) + r")\b", re.IGNORECASE)
+
+
+def colour_token_ids(vocab: Any) -> dict[int, str]:
+    """Token id -> palette colour of every colour word in ``vocab`` (``gray`` and ``grey`` are one colour)."""
+    stoi = getattr(vocab, "stoi", {}) or {}
+    return {stoi[w]: c for w, c in COLOUR_WORDS.items() if w in stoi}
+
+
+def colour_swapped_captions(captions: CaptionBatch, colour_ids: dict[int, str], k: int,
+                            generator: torch.Generator) -> tuple[CaptionBatch, Tensor]:
+    """``k`` copies of every caption, each with one colour word replaced by a different colour.
+
+    The position (one of the caption's colour words) and the new colour are drawn from ``generator``. Token
+    ids and the raw text are changed alike, so tokenising encoders (BERT) read the same negative; a caption
+    without a colour word (or whose text does not show the same colour words) gives invalid copies.
+
+    Returns:
+        negatives: a :class:`CaptionBatch` of ``B * k`` captions, caption ``i``'s copies at ``i*k .. i*k+k-1``
+            (lengths unchanged, so a length-sorted batch stays sorted).
+        valid: ``[B, k]`` True where a colour word was swapped.
+    """
+    if k < 1:
+        raise ValueError(f"hard negatives per caption must be >= 1, got {k}")
+    ids = captions.ids.cpu()
+    b = ids.shape[0]
+    colours = sorted(set(colour_ids.values()))
+    id_of = {c: min(i for i, name in colour_ids.items() if name == c) for c in colours}
+    out = ids.repeat_interleave(k, dim=0).clone()
+    texts = [t for t in captions.texts for _ in range(k)] if captions.texts else []
+    valid = torch.zeros(b, k, dtype=torch.bool)
+    for i in range(b):
+        length = int(captions.lengths[i])
+        where = [t for t in range(length) if int(ids[i, t]) in colour_ids]
+        matches = list(_COLOUR_RE.finditer(captions.texts[i])) if captions.texts else []
+        text_ok = not captions.texts or len(matches) == len(where)
+        if not where or len(colours) < 2:
+            continue
+        for j in range(k):
+            pick = int(torch.randint(len(where), (1,), generator=generator))
+            old = colour_ids[int(ids[i, where[pick]])]
+            others = [c for c in colours if c != old]
+            new = others[int(torch.randint(len(others), (1,), generator=generator))]
+            out[i * k + j, where[pick]] = id_of[new]
+            if captions.texts:
+                if not text_ok:
+                    continue
+                m = matches[pick]
+                texts[i * k + j] = captions.texts[i][:m.start()] + new + captions.texts[i][m.end():]
+            valid[i, j] = True
+    lengths = captions.lengths.cpu().repeat_interleave(k)
+    negatives = CaptionBatch(out.to(captions.ids.device), lengths.to(captions.lengths.device), texts)
+    return negatives, valid.to(captions.ids.device)
 
 
 # ----------------------------------------------------------------------------------------- trunk cache
@@ -178,6 +236,9 @@ class DAMSMTrainer:
             no images (only keys), and the image encoder's ``project`` runs on the cached features.
         word_r_precision: also rank the R-precision candidates by the word-level score R(Q, D) (Eq. 10) and
             report it as ``test/r_precision_word`` (a second pass over the test images).
+        hard_negatives: colour-swapped copies of each training caption added to its image's image -> caption
+            losses (:func:`colour_swapped_captions`, :class:`t2i.losses.damsm.CaptionNegatives`); 0: AttnGAN.
+            Needs a vocabulary with colour words.
     """
 
     def __init__(self, text_encoder: nn.Module, image_encoder: nn.Module, train_loader: Iterable[Batch],
@@ -187,7 +248,7 @@ class DAMSMTrainer:
                  device: str = "auto", ckpt_every: int = 200, log_every: int = 20, eval_every: int | None = None,
                  resume: str = "auto", vocab: Any = None, config: dict | None = None, folds: int = 10,
                  seed: int = 0, progress: bool = True, feature_cache: TrunkFeatureCache | None = None,
-                 word_r_precision: bool = True):
+                 word_r_precision: bool = True, hard_negatives: int = 0):
         if resume not in ("auto", "never"):
             raise ValueError(f"resume must be 'auto' or 'never', got {resume!r}")
         self.device = resolve_device(device)
@@ -212,6 +273,12 @@ class DAMSMTrainer:
         self._logger = None
         self.feature_cache = feature_cache
         self.word_r_precision = word_r_precision
+        self.hard_negatives = int(hard_negatives)
+        self.colour_ids = colour_token_ids(vocab) if self.hard_negatives else {}
+        if self.hard_negatives < 0:
+            raise ValueError(f"hard_negatives must be >= 0, got {hard_negatives}")
+        if self.hard_negatives and len(set(self.colour_ids.values())) < 2:
+            raise ValueError("hard_negatives needs a vocabulary with at least two colour words; set it to 0")
 
     # ------------------------------------------------------------------ paths and logging
     @property
@@ -232,12 +299,23 @@ class DAMSMTrainer:
             return self.image_encoder.project(*self.feature_cache.lookup(batch.keys, self.device))
         return self.image_encoder(batch.images[-1])
 
-    def compute_loss(self, batch: Batch) -> DAMSMLossOutput:
-        """Encode a batch and score it (no optimisation)."""
+    def compute_loss(self, batch: Batch, negatives: bool = False) -> DAMSMLossOutput:
+        """Encode a batch and score it (no optimisation); ``negatives``: with the colour-swapped captions."""
         with self.precision.autocast():
             text = self.text_encoder.encode(batch)
             regions, global_feat = self.encode_images(batch)
-        return self.loss_fn(regions, global_feat, text.words, text.sentence, text.pad_mask, batch.class_ids)
+            extra = self.encode_negatives(batch) if negatives and self.hard_negatives else None
+        return self.loss_fn(regions, global_feat, text.words, text.sentence, text.pad_mask, batch.class_ids, extra)
+
+    def encode_negatives(self, batch: Batch) -> CaptionNegatives:
+        """The colour-swapped copies of the batch's captions, encoded (drawn from a per-step seed: resumable)."""
+        k, b = self.hard_negatives, len(batch)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.step)
+        captions, valid = colour_swapped_captions(batch.caption_batch(), self.colour_ids, k, generator)
+        text = self.text_encoder.encode_captions(captions)
+        t, d = text.words.shape[1], text.words.shape[2]
+        return CaptionNegatives(words=text.words.reshape(b, k, t, d), sentence=text.sentence.reshape(b, k, d),
+                                pad_mask=text.pad_mask.reshape(b, k, t), valid=valid)
 
     def train_step(self, batch: Batch) -> dict[str, float]:
         """One optimisation step; returns the logged values.
@@ -248,8 +326,8 @@ class DAMSMTrainer:
         self.text_encoder.train()
         self.image_encoder.train()
         batch = batch.to(self.device)
-        # (1) encode text and images, (2) DAMSM loss (Eq. 14)
-        out = self.compute_loss(batch)
+        # (1) encode text and images (and the colour-swapped negatives), (2) DAMSM loss (Eq. 14)
+        out = self.compute_loss(batch, negatives=True)
         if not torch.isfinite(out.loss):
             raise TrainingError(f"DAMSM loss is {out.loss.item()} at step {self.step}; training stopped, the last good "
                                 f"checkpoint {self.checkpoint_path} is kept (lower the lr or use precision=fp32)")

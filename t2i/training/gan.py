@@ -249,11 +249,13 @@ class GANTrainer:
     def choose_conv_kernels(self, batch: Batch) -> dict[str, str]:
         """``train.gemm_conv``: run the discriminators' small convolutions (outputs of at most 8x8) as one GEMM
         where that is faster here (:mod:`t2i.training.kernels`). ``auto`` measures each layer at this batch's
-        shapes on a CPU in fp32, and keeps oneDNN's / cuDNN's kernels elsewhere. Same function, same parameters.
+        shapes on a CPU in fp32 or bf16, and keeps oneDNN's / cuDNN's kernels elsewhere. Same function, same
+        parameters.
         """
         mode, start = str(self.settings.gemm_conv), time.perf_counter()
-        if mode == "auto" and (self.device.type != "cpu" or self.precision.dtype is not None or self.settings.channels_last):
-            mode = "false"  # measured on the CPU in fp32, NCHW only
+        if mode == "auto" and (self.device.type != "cpu" or self.precision.name not in ("fp32", "bf16")
+                               or self.settings.channels_last):
+            mode = "false"  # measured on the CPU in fp32 or bf16, NCHW only
         chosen: dict[str, str] = {}
         for i, d in enumerate(self.discriminators):
             if mode == "false":
@@ -267,7 +269,7 @@ class GANTrainer:
                     if d.has_uncond:
                         d.uncond_logits(code)
 
-            picked = choose_gemm_convs(conv_calls(d, run), mode)
+            picked = choose_gemm_convs(conv_calls(d, run, self.precision.name), mode)
             use_gemm_convs(d, picked)
             chosen.update({f"discriminators.{i}.{name}": why for name, why in picked.items()})
         self.gemm_convs = chosen

@@ -4,8 +4,10 @@ A discriminator ends in convolutions with few output positions and many channels
 ``[B, 1024, 8, 8] -> [B, 2048, 4, 4]``, then 3x3 convolutions at 4x4). On an AVX2 CPU oneDNN's direct kernels
 reach a third to a half of the GEMM peak there, while the same convolution as one matrix product over the
 unfolded patches (:class:`t2i.models.layers.GemmConv2d`) runs near it. Which is faster depends on the CPU, the
-thread count and the shapes, so ``auto`` measures it: at the first training step, a forward + backward of each
-candidate layer at its own shapes (batch included) with both kernels, cached per CPU, torch, threads and shape in
+thread count, the shapes and the precision (fp32, or bf16 autocast on a CPU with native bf16, where oneDNN's
+bf16 kernels at 4x4 outputs are as far from the bf16 GEMM), so ``auto`` measures it: at the first training step,
+a forward + backward of each candidate layer at its own shapes (batch and precision included) with both kernels,
+cached per CPU, torch, threads and shape in
 ``~/.cache/t2i/conv_probe.json`` (``T2I_CACHE_DIR``), like the precision probe of :mod:`t2i.runtime`.
 Either kernel computes the same function (the sums in another order); parameters and state dicts are unchanged.
 """
@@ -45,10 +47,12 @@ class ConvShape:
     padding: tuple[int, int]
     dilation: tuple[int, int]
     bias: bool
+    precision: str = "fp32"  # fp32, or bf16: the call runs under bf16 autocast (input and output bf16)
 
     def key(self) -> str:
         return (f"b{self.batch} {self.channels}x{self.height}x{self.width} -> {self.out_channels} "
-                f"k{self.kernel} s{self.stride} p{self.padding} d{self.dilation}{' bias' if self.bias else ''}")
+                f"k{self.kernel} s{self.stride} p{self.padding} d{self.dilation}{' bias' if self.bias else ''}"
+                f"{'' if self.precision == 'fp32' else ' ' + self.precision}")
 
     def positions(self) -> int:
         k, s, p, d = self.kernel, self.stride, self.padding, self.dilation
@@ -61,18 +65,22 @@ def probe_conv(shape: ConvShape, reps: int = 2) -> dict[str, float]:
     """Median seconds of a forward + backward (input and weight gradients) with oneDNN's kernel and with the GEMM.
 
     One untimed pass of each first; the two kernels alternate, so load from other processes hits both alike.
+    A ``bf16`` shape runs under bf16 autocast on a bf16 input (the discriminator's activations are bf16 there).
     """
     g = torch.Generator().manual_seed(0)
+    bf16 = shape.precision == "bf16"
     x0 = torch.randn(shape.batch, shape.channels, shape.height, shape.width, generator=g)
+    x0 = x0.bfloat16() if bf16 else x0
     weight = torch.randn(shape.out_channels, shape.channels, *shape.kernel, generator=g).requires_grad_(True)
     bias = torch.zeros(shape.out_channels, requires_grad=True) if shape.bias else None
 
     def run(gemm: bool) -> None:
         x = x0.detach().requires_grad_(True)
-        if gemm:
-            y = gemm_conv2d(x, weight, bias, shape.stride, shape.padding, shape.dilation)
-        else:
-            y = F.conv2d(x, weight, bias, shape.stride, shape.padding, shape.dilation)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            if gemm:
+                y = gemm_conv2d(x, weight, bias, shape.stride, shape.padding, shape.dilation)
+            else:
+                y = F.conv2d(x, weight, bias, shape.stride, shape.padding, shape.dilation)
         y.backward(torch.ones_like(y))
         weight.grad = None
         if bias is not None:
@@ -102,11 +110,12 @@ def probe_cached(shape: ConvShape) -> tuple[dict[str, float], bool]:
     return times, False
 
 
-def conv_calls(module: nn.Module, run: Callable[[], object]) -> dict[str, ConvShape]:
+def conv_calls(module: nn.Module, run: Callable[[], object], precision: str = "fp32") -> dict[str, ConvShape]:
     """The shape of every convertible convolution below ``module`` in one call of ``run`` (first call each).
 
     ``run`` is called under ``torch.no_grad()`` with ``module`` in eval mode (BatchNorm statistics do not move),
-    then the training mode is restored.
+    then the training mode is restored. ``precision`` (``fp32`` | ``bf16``) is recorded in every shape: the
+    autocast the training step runs those calls under.
     """
     shapes: dict[str, ConvShape] = {}
 
@@ -115,7 +124,7 @@ def conv_calls(module: nn.Module, run: Callable[[], object]) -> dict[str, ConvSh
             x = args[0]
             shapes.setdefault(name, ConvShape(x.shape[0], x.shape[1], x.shape[2], x.shape[3], conv.out_channels,
                                               tuple(conv.kernel_size), tuple(conv.stride), tuple(conv.padding),
-                                              tuple(conv.dilation), conv.bias is not None))
+                                              tuple(conv.dilation), conv.bias is not None, precision))
         return record
 
     handles = [m.register_forward_hook(hook(name)) for name, m in module.named_modules() if gemm_convertible(m)]

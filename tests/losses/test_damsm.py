@@ -131,3 +131,47 @@ def test_bf16_autocast_runs_in_float32():
         out = damsm_loss(regions, regions.mean((2, 3)), words, words.mean(1), pad_mask)
     assert out.loss.dtype == torch.float32
     assert torch.allclose(out.loss, ref.loss, atol=1e-5)
+
+
+# ------------------------------------------------------------------ colour-swapped hard negatives
+def _negatives(words, pad_mask, sentence, valid):
+    from t2i.losses.damsm import CaptionNegatives
+
+    return CaptionNegatives(words=words, sentence=sentence, pad_mask=pad_mask, valid=valid)
+
+
+@pytest.mark.parametrize("released", [False, True])
+def test_paired_word_scores_are_the_diagonal_of_all_pairs(released):
+    from t2i.losses.damsm import paired_word_region_scores, word_region_scores
+
+    regions, words, _, pad_mask = _inputs(seed=3)
+    all_pairs, _ = word_region_scores(regions, words, pad_mask, 4.0, 5.0, released)
+    # image i with K = 2 captions: its own and the next image's
+    nxt = torch.roll(torch.arange(5), -1)
+    pw = torch.stack([words, words[nxt]], 1)
+    pm = torch.stack([pad_mask, pad_mask[nxt]], 1)
+    paired = paired_word_region_scores(regions, pw, pm, 4.0, 5.0, released)
+    assert paired.shape == (5, 2)
+    assert torch.allclose(paired[:, 0], all_pairs.diagonal(), atol=1e-5)
+    assert torch.allclose(paired[:, 1], all_pairs[torch.arange(5), nxt], atol=1e-5)
+
+
+def test_negatives_enter_the_image_to_caption_losses_only():
+    regions, words, _, pad_mask = _inputs(seed=4)
+    g = torch.Generator().manual_seed(5)
+    glob, sent = torch.randn(5, 8, generator=g), torch.randn(5, 8, generator=g)
+    plain = damsm_loss(regions, glob, words, sent, pad_mask, gamma3=10.0)
+    # left-out negatives change nothing
+    off = _negatives(words[:, None], pad_mask[:, None], sent[:, None], torch.zeros(5, 1, dtype=torch.bool))
+    same = damsm_loss(regions, glob, words, sent, pad_mask, gamma3=10.0, negatives=off)
+    assert torch.allclose(same.loss, plain.loss, atol=1e-6)
+    # a negative equal to the true caption: i2t = mean_i [logsumexp(row_i, pos_i) - pos_i]; t2i unchanged
+    on = _negatives(words[:, None], pad_mask[:, None], sent[:, None], torch.ones(5, 1, dtype=torch.bool))
+    out = damsm_loss(regions, glob, words, sent, pad_mask, gamma3=10.0, negatives=on)
+    for got, scores, t2i_got, t2i_plain in ((out.sent_i2t, plain.sent_scores, out.sent_t2i, plain.sent_t2i),
+                                             (out.word_i2t, plain.word_scores, out.word_t2i, plain.word_t2i)):
+        pos = scores.diagonal()
+        want = (torch.logsumexp(torch.cat([scores, pos[:, None]], 1), 1) - pos).mean()
+        assert torch.allclose(got, want, atol=1e-5)
+        assert torch.allclose(t2i_got, t2i_plain, atol=1e-6)
+    assert out.loss > plain.loss

@@ -149,16 +149,25 @@ def test_configs_build_encoders(encoder):
     assert isinstance(image, LightImageEncoder) and image.embed_dim == 256 and image.image_size == 32
 
 
-def test_recipe_end_to_end_on_tiny_synthbirds(tmp_path):
+@pytest.mark.parametrize("hard_negatives", [0, 2])
+def test_recipe_end_to_end_on_tiny_synthbirds(tmp_path, hard_negatives, monkeypatch):
     from t2i.config import compose
     from t2i.recipes.damsm import train
+    from t2i.training import damsm
 
     cfg = compose("train", [
         "model=damsm", f"data.root={tmp_path / 'synth'}", f"run_dir={tmp_path / 'run'}",
         "data.render={num_species: 8, images_per_species: 5, image_size: 32, seed: 0}",
         "model.image_size=32", "model.image_encoders.light.width=4", "encoder.word_dim=8", "encoder.hidden_dim=8",
-        "train.batch_size=6", "train.max_steps=2", "train.precision=fp32", "device=cpu"])
+        "train.batch_size=6", "train.max_steps=2", "train.precision=fp32", "device=cpu",
+        f"model.hard_negatives={hard_negatives}"])
+    swapped = []
+    real = damsm.colour_swapped_captions
+    monkeypatch.setattr(damsm, "colour_swapped_captions", lambda *a: swapped.append(real(*a)) or swapped[-1])
     metrics = train(cfg)
+    # the rendered captions name colours: every caption gets its negatives
+    assert len(swapped) == (2 if hard_negatives else 0)
+    assert all(bool(valid.all()) and len(neg) == 6 * hard_negatives for neg, valid in swapped)
     assert 0.0 <= metrics["test/r_precision"] <= 1.0
     # the birds carry attribute labels, so the attribute oracle's ceiling is reported beside it
     assert 0.0 < metrics["test/r_precision_ceiling"] <= 1.0 and metrics["test/r_precision_ceiling_std"] >= 0.0
@@ -283,3 +292,63 @@ def test_word_level_r_precision_matches_a_direct_ranking(tmp_path):
     folds = [np.mean(hits[k * 6:(k + 1) * 6]) for k in range(4)]
     assert metrics["test/r_precision_word"] == pytest.approx(np.mean(folds))
     assert metrics["test/r_precision_word_std"] == pytest.approx(np.std(folds))
+
+
+# ------------------------------------------------------------------ colour-swapped hard negatives
+class ColourVocab(ToyVocab):
+    """ToyVocab with w1..w4 named as colours (the class word of _batches is one of them)."""
+
+    def __init__(self):
+        super().__init__()
+        self.itos[1:5] = ["red", "green", "blue", "grey"]
+        self.stoi = {w: i for i, w in enumerate(self.itos)}
+
+
+def test_colour_swap_changes_one_colour_word_in_ids_and_text():
+    from t2i.structures import CaptionBatch
+    from t2i.training.damsm import colour_swapped_captions, colour_token_ids
+
+    vocab = ColourVocab()
+    ids_of = colour_token_ids(vocab)
+    assert ids_of == {1: "red", 2: "green", 3: "blue", 4: "grey"}
+    texts = ["a red bird with blue wings", "a green crown", "a small bird"]
+    ids = torch.tensor([[9, 1, 8, 7, 3, 6], [9, 2, 5, 0, 0, 0], [9, 8, 7, 0, 0, 0]])
+    caps = CaptionBatch(ids, torch.tensor([6, 3, 3]), texts)
+    neg, valid = colour_swapped_captions(caps, ids_of, 3, torch.Generator().manual_seed(0))
+    assert neg.ids.shape == (9, 6) and neg.lengths.tolist() == [6, 6, 6, 3, 3, 3, 3, 3, 3]
+    assert valid.tolist() == [[True] * 3, [True] * 3, [False] * 3]  # the third caption names no colour
+    for i in range(2):
+        for j in range(3):
+            row = neg.ids[i * 3 + j]
+            changed = (row != ids[i]).nonzero().flatten().tolist()
+            assert len(changed) == 1 and int(ids[i, changed[0]]) in ids_of and int(row[changed[0]]) in ids_of
+            new = ids_of[int(row[changed[0]])]
+            assert new != ids_of[int(ids[i, changed[0]])]
+            assert new in neg.texts[i * 3 + j].split() and neg.texts[i * 3 + j] != texts[i]
+            assert len(neg.texts[i * 3 + j].split()) == len(texts[i].split())
+    assert torch.equal(neg.ids[6:], ids[2:].repeat(3, 1)) and neg.texts[6:] == [texts[2]] * 3
+    again, _ = colour_swapped_captions(caps, ids_of, 3, torch.Generator().manual_seed(0))
+    assert torch.equal(again.ids, neg.ids)  # drawn from the generator only
+
+
+def test_hard_negatives_add_to_the_loss_and_train(tmp_path):
+    train = _batches(6)
+    plain = _trainer(tmp_path / "plain", train, vocab=ColourVocab())
+    hard = _trainer(tmp_path / "hard", train, vocab=ColourVocab(), hard_negatives=2)
+    for a, b in zip(plain.text_encoder.state_dict().values(), hard.text_encoder.state_dict().values()):
+        assert torch.equal(a, b)  # same start
+    batch = train[0]
+    with torch.no_grad():
+        hard.text_encoder.eval(), hard.image_encoder.eval()
+        base = hard.compute_loss(batch)
+        extra = hard.compute_loss(batch, negatives=True)
+    # the negatives add columns to each image's row: both i2t losses grow, the t2i ones do not change
+    assert extra.sent_i2t > base.sent_i2t and extra.word_i2t > base.word_i2t
+    assert torch.allclose(extra.sent_t2i, base.sent_t2i) and torch.allclose(extra.word_t2i, base.word_t2i)
+    first = hard.train_step(batch)["loss/total"]
+    assert first == pytest.approx(plain.train_step(batch)["loss/total"] + (extra.loss - base.loss).item(), rel=0.05)
+    for b in train[1:]:
+        hard.train_step(b)
+    assert math.isfinite(hard.train_step(train[0])["loss/total"])
+    with pytest.raises(ValueError, match="colour words"):
+        _trainer(tmp_path / "none", train, hard_negatives=1)  # ToyVocab has no colours

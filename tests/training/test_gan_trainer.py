@@ -194,13 +194,13 @@ def test_channels_last_bf16_step_matches_layout_and_stays_finite(tmp_path):
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
 
 
-def _trainer_with(tmp_path, **fast):
+def _trainer_with(tmp_path, precision="fp32", **fast):
     torch.manual_seed(0)
     vocab, text_encoder, generator, discriminators, spec = tiny_models()
     loss = GANLoss(image_encoder=LightImageEncoder(embed_dim=8, width=4, image_size=32), lambda_damsm=1.0)
     settings = GANTrainerSettings(max_steps=3, z_dim=6, resume="never", **fast)
     trainer = GANTrainer(generator, discriminators, text_encoder, loss, [], tmp_path, settings,
-                         Precision("fp32", torch.device("cpu")), torch.device("cpu"), model_spec=spec,
+                         Precision(precision, torch.device("cpu")), torch.device("cpu"), model_spec=spec,
                          vocab=vocab.to_dict())
     return trainer
 
@@ -273,7 +273,8 @@ def test_mode_seeking_adds_its_term_and_spreads_the_images_of_one_text(tmp_path)
 
 def test_gemm_convolutions_give_the_same_step_as_onednn(tmp_path, monkeypatch):
     """train.gemm_conv: the discriminators' small convolutions as one GEMM give the same losses, weights and Adam
-    moments as the plain NCHW step; auto follows the probe, and stays off in bf16 and channels-last."""
+    moments as the plain NCHW step; auto follows the probe (in bf16 it probes bf16 calls), and stays off with
+    channels-last."""
     import t2i.training.kernels as kernels
     from t2i.models.layers import GemmConv2d
 
@@ -295,12 +296,18 @@ def test_gemm_convolutions_give_the_same_step_as_onednn(tmp_path, monkeypatch):
         for s, t in zip(opt_p.state.values(), opt_g.state.values()):
             assert torch.allclose(s["exp_avg_sq"], t["exp_avg_sq"], rtol=1e-4, atol=1e-12)
     # auto: the probe decides (here: the GEMM wins for 32 output channels only)
-    monkeypatch.setattr(kernels, "probe_cached",
-                        lambda s: ({"onednn": 1.0, "gemm": 0.5 if s.out_channels == 32 else 2.0}, True))
+    probed = []
+    monkeypatch.setattr(kernels, "probe_cached", lambda s: probed.append(s) or
+                        ({"onednn": 1.0, "gemm": 0.5 if s.out_channels == 32 else 2.0}, True))
     auto = _trainer_with(tmp_path / "auto")
     assert auto.settings.gemm_conv == "auto"
     chosen = auto.choose_conv_kernels(tiny_batches()[0])
     assert chosen and all("gemm 500.0 ms" in why for why in chosen.values())
+    assert probed and {s.precision for s in probed} == {"fp32"}
+    probed.clear()
+    bf16 = _trainer_with(tmp_path / "bf16", precision="bf16")
+    assert list(bf16.choose_conv_kernels(tiny_batches()[0])) == list(chosen)
+    assert probed and {s.precision for s in probed} == {"bf16"} and all(s.key().endswith(" bf16") for s in probed)
     off = _trainer_with(tmp_path / "cl", channels_last=True)
     assert off.choose_conv_kernels(tiny_batches()[0]) == {}
     with pytest.raises(ValueError, match="gemm_conv='fast'"):

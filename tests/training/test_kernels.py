@@ -64,3 +64,26 @@ def test_probe_times_both_kernels_and_is_cached(monkeypatch, tmp_path):
     assert kernels.probe_cached(shape) == ({"onednn": 0.2, "gemm": 0.1}, True) and calls == [shape]
     key = next(iter(json.loads((tmp_path / "conv_probe.json").read_text())))
     assert torch.__version__ in key and "threads" in key and shape.key() in key
+    # a bf16 call is another entry (timed under bf16 autocast)
+    bf16 = ConvShape(2, 8, 8, 8, 16, (4, 4), (2, 2), (1, 1), (1, 1), False, "bf16")
+    assert bf16.key() == shape.key() + " bf16"
+    assert kernels.probe_cached(bf16) == ({"onednn": 0.2, "gemm": 0.1}, False) and calls == [shape, bf16]
+
+
+def test_bf16_probe_runs_both_kernels_under_autocast(monkeypatch):
+    seen = []
+    real = kernels.gemm_conv2d
+
+    def spy(x, *args):
+        seen.append((x.dtype, torch.is_autocast_enabled("cpu")))
+        return real(x, *args)
+
+    monkeypatch.setattr(kernels, "gemm_conv2d", spy)
+    shape = ConvShape(2, 8, 8, 8, 16, (4, 4), (2, 2), (1, 1), (1, 1), False, "bf16")
+    times = probe_conv(shape, reps=1)
+    assert all(t > 0 for t in times.values()) and seen and set(seen) == {(torch.bfloat16, True)}
+    _, shapes = _d_shapes()
+    d = StageDiscriminator(64, ndf=4, cond_dim=8)
+    marked = conv_calls(d, lambda: d.encode(torch.randn(2, 3, 64, 64)), "bf16")
+    assert {s.precision for s in marked.values()} == {"bf16"}
+    assert {n: s.key() + " bf16" for n, s in shapes.items() if n in marked} == {n: s.key() for n, s in marked.items()}
