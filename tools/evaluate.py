@@ -6,8 +6,8 @@
 
 Images come from the test split's captions (t2i.evaluation.caption_plan); FID/KID compare with the real test
 images (real=true: with the real train images), whose statistics are cached in runs/<data>/stats/. Writes
-metrics.json and metrics.md into a new folder <run>/eval/NNN (or out_dir=, which must not hold an earlier
-evaluation unless overwrite=true) and prints the table.
+metrics.json and metrics.md into a new folder <run>/eval/NNN (the shipped model's: runs/<data>/eval_pretrained/
+<name>/NNN; or out_dir=, which must not hold an earlier evaluation unless overwrite=true) and prints the table.
 """
 
 import hashlib
@@ -23,7 +23,7 @@ from t2i.config import option, to_container
 from t2i.data.dataset import TextImageDataset
 from t2i.evaluation import (attribute_ceiling, build_suite, evaluate, format_table, generated_images, real_images,
                             sha256_file, write_results)
-from t2i.export import resolve_export
+from t2i.export import PRETRAINED_DIR, resolve_export
 from t2i.pipeline import Text2ImagePipeline
 from t2i.recipes.data import build_source
 from t2i.runtime import configure_threads, resolve_device
@@ -53,6 +53,17 @@ def check_settings(cfg: DictConfig) -> None:
         check.seed(cfg.metrics.r_precision.shuffle_seed, "metrics.r_precision.shuffle_seed")
     check.integer(cfg.metrics["is"].get("batch_size"), "metrics.is.batch_size", minimum=1, optional=True)
     check.choice(cfg.metrics["is"].get("skip_first_logit"), "metrics.is.skip_first_logit", [None, True, False])
+
+
+def default_output_root(cfg: DictConfig, export) -> Path:
+    """Where numbered evaluation folders go: ``<run>/eval`` beside a run's export; the real images' evaluations
+    and those of a model shipped in ``pretrained/`` under ``runs_dir`` (the repository is never written to)."""
+    runs = Path(cfg.runs_dir) / str(cfg.data.name)
+    if export is None:
+        return runs / "eval_real"
+    if PRETRAINED_DIR in Path(export).resolve().parents:
+        return runs / "eval_pretrained" / Path(export).name
+    return Path(export).parent / "eval"
 
 
 def output_folder(cfg: DictConfig) -> Path | None:
@@ -144,8 +155,7 @@ def main(cfg: DictConfig) -> None:
     if export is not None:
         results["weights"].update({str(p): sha256_file(p) for p in sorted(Path(export).glob("*.safetensors"))})
     if out_dir is None:  # a new numbered folder beside the model (or the data's real-image evaluations)
-        out_dir = check.first_free_dir(Path(cfg.runs_dir) / str(cfg.data.name) / "eval_real" if export is None
-                                       else Path(export).parent / "eval")
+        out_dir = check.first_free_dir(default_output_root(cfg, export))
     with check.file_set(out_dir, overwrite=bool(cfg.overwrite)) as stage:
         write_results(stage, results)
     json_path = out_dir / "metrics.json"

@@ -78,3 +78,21 @@ def test_evaluate_tool_on_tiny_synthbirds(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: ") and "metrics.inception_weights=" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_evaluations_of_the_shipped_model_go_under_runs_dir_not_into_the_repository(tmp_path):
+    import importlib.util
+
+    from omegaconf import OmegaConf
+
+    from t2i.export import DEFAULT_PRETRAINED, PRETRAINED_DIR
+
+    spec = importlib.util.spec_from_file_location("evaluate_tool", REPO / "tools" / "evaluate.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    cfg = OmegaConf.create({"runs_dir": str(tmp_path / "runs"), "data": {"name": "synthbirds"}})
+    shipped = tool.default_output_root(cfg, PRETRAINED_DIR / DEFAULT_PRETRAINED)
+    assert shipped == tmp_path / "runs" / "synthbirds" / "eval_pretrained" / DEFAULT_PRETRAINED
+    assert PRETRAINED_DIR not in shipped.parents
+    assert tool.default_output_root(cfg, tmp_path / "run" / "export") == tmp_path / "run" / "eval"
+    assert tool.default_output_root(cfg, None) == tmp_path / "runs" / "synthbirds" / "eval_real"
