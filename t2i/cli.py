@@ -31,6 +31,17 @@ def guarded(fn):
     return wrapper
 
 
+def preflight(config_name: str, argv: list[str] | None = None) -> None:
+    """Before ``@hydra.main``: overrides that do not compose (an unknown key or option, a malformed value) print
+    one ``error:`` line and exit with 2, instead of Hydra's several lines and exit 1."""
+    from t2i.config import override_problem
+
+    problem = override_problem(config_name, list(sys.argv[1:] if argv is None else argv))
+    if problem is not None:
+        sys.stderr.write(f"error: {problem}\n")
+        sys.exit(2)
+
+
 def setup_logging(level: int = logging.INFO) -> None:
     root = logging.getLogger()
     if not root.handlers:

@@ -78,3 +78,40 @@ def compose(config_name: str = "train", overrides: list[str] | None = None) -> D
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return _compose(config_name=config_name, overrides=list(overrides or []))
+
+
+def override_problem(config_name: str, argv: list[str]) -> str | None:
+    """What is wrong with the command line's overrides, in one line, or None when ``config_name`` composes.
+
+    Hydra reports an unknown key (``cache_dir=x``) or an unknown group option (``model=foo``) over several
+    lines and exits with 1; the tools call this first (:func:`t2i.cli.preflight`) to say it in one line with
+    exit 2. Hydra's own arguments (``hydra.*``; with a ``--flag`` the whole line) are left to Hydra.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if any(a.startswith("-") for a in argv):
+        return None  # Hydra's flags (--cfg job, --config-name X, -m ...) change what is composed: Hydra's business
+    overrides = [a for a in argv if not a.startswith(("hydra.", "hydra/", "+hydra", "~hydra"))]
+    parser = OverridesParser.create()
+    for arg in overrides:
+        try:
+            parser.parse_override(arg)
+        except Exception as exc:  # OverrideParseException
+            detail = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+            return f"cannot read the override {arg!r} ({detail}); write key=value, quoting a value with commas"
+    try:
+        compose(config_name, overrides)
+    except Exception as exc:  # Hydra's ConfigCompositionException, omegaconf errors
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        if not lines:
+            return f"the overrides do not compose into the {config_name} config ({type(exc).__name__})"
+        head, rest = lines[0].rstrip("."), lines[1:]
+        if rest and rest[0].startswith("Available options"):
+            options = [line for line in rest[1:] if not line.startswith(("Config search path", "provider="))]
+            options = options[:options.index("Config search path:")] if "Config search path:" in options else options
+            return f"{head}; {rest[0].rstrip(':').lower()}: {', '.join(options)}"
+        if any(line.startswith("To append") for line in rest):
+            return (f"{head}: the {config_name} config has no such key (python tools/{config_name}.py --cfg job "
+                    "lists its keys)")
+        return head
+    return None

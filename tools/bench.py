@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 
 from t2i.benchmark import (BenchCase, PeakMemory, conv_peak, count_flops, format_table, gemm_peak,
                            interleaved_times, make_case, num_threads, speedups, to_channels_last)
-from t2i.cli import guarded, setup_logging
+from t2i.cli import guarded, preflight, setup_logging
 from t2i.config import to_container
 from t2i.errors import ConfigError
 from t2i.losses.gan import GANLoss
@@ -621,4 +621,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    preflight("bench")  # overrides that do not compose: one error line, exit 2
     main()

@@ -18,7 +18,7 @@ import hydra
 from omegaconf import DictConfig
 
 from t2i import validation as check
-from t2i.cli import guarded, setup_logging
+from t2i.cli import guarded, preflight, setup_logging
 from t2i.convert import convert_release
 from t2i.errors import ConfigError
 
@@ -64,4 +64,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    preflight("convert")  # overrides that do not compose: one error line, exit 2
     main()

@@ -18,7 +18,7 @@ import hydra
 from omegaconf import DictConfig
 
 from t2i import validation as check
-from t2i.cli import guarded, setup_logging
+from t2i.cli import guarded, preflight, setup_logging
 from t2i.config import option, to_container
 from t2i.data.dataset import TextImageDataset
 from t2i.evaluation import (attribute_ceiling, build_suite, evaluate, format_table, generated_images, real_images,
@@ -165,4 +165,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    preflight("evaluate")  # overrides that do not compose: one error line, exit 2
     main()

@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig
 
 from t2i import validation as check
-from t2i.cli import guarded, setup_logging
+from t2i.cli import guarded, preflight, setup_logging
 from t2i.errors import CaptionError, ConfigError
 from t2i.export import PRETRAINED_DIR, resolve_export
 from t2i.pipeline import Text2ImagePipeline
@@ -134,4 +134,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    preflight("generate")  # overrides that do not compose: one error line, exit 2
     main()

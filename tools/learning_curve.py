@@ -29,7 +29,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from t2i.cli import guarded, setup_logging
+from t2i.cli import guarded, preflight, setup_logging
 from t2i.config import option, run_option, to_container
 from t2i.errors import ConfigError, DataError
 
@@ -277,4 +277,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    preflight("learning_curve")  # overrides that do not compose: one error line, exit 2
     main()

@@ -25,7 +25,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from t2i.cli import setup_logging
+from t2i.cli import preflight, setup_logging
 from t2i.errors import ConfigError, DataError, T2IError
 
 
@@ -169,4 +169,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    preflight("prepare_data")  # overrides that do not compose: one error line, exit 2
     main()

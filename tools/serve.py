@@ -20,7 +20,7 @@ import hydra
 from omegaconf import DictConfig
 
 from t2i import validation as check
-from t2i.cli import guarded, setup_logging
+from t2i.cli import guarded, preflight, setup_logging
 from t2i.demo import DemoApp, Limits, ModelCache, build_page, default_concurrency, find_exports
 from t2i.errors import ConfigError
 from t2i.runtime import configure_threads
@@ -95,4 +95,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    preflight("serve")  # overrides that do not compose: one error line, exit 2
     main()

@@ -16,7 +16,7 @@ import hydra
 from omegaconf import DictConfig
 
 from t2i import validation as check
-from t2i.cli import guarded, setup_logging
+from t2i.cli import guarded, preflight, setup_logging
 from t2i.errors import ConfigError
 from t2i.runtime import configure_threads
 
@@ -70,4 +70,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    preflight("train")  # overrides that do not compose: one error line, exit 2
     main()
