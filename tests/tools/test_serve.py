@@ -43,7 +43,9 @@ def server(tmp_path_factory):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     before = set(os.listdir(ROOT))
     proc = subprocess.Popen([sys.executable, str(ROOT / "tools/serve.py"), f"port={port}",
-                             f"runs_dir={work / 'runs'}", f"pretrained_dir={work / 'pretrained'}"],
+                             f"runs_dir={work / 'runs'}", f"pretrained_dir={work / 'pretrained'}",
+                             "precision=fp32"],  # the API test compares pixels with an fp32 pipeline (auto is bf16
+                                                 # on a CPU with native bf16)
                             cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}/"
     lines = []
