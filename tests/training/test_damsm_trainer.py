@@ -306,7 +306,7 @@ class ColourVocab(ToyVocab):
 
 def test_colour_swap_changes_one_colour_word_in_ids_and_text():
     from t2i.structures import CaptionBatch
-    from t2i.training.damsm import colour_swapped_captions, colour_token_ids
+    from t2i.training.negatives import colour_swapped_captions, colour_token_ids
 
     vocab = ColourVocab()
     ids_of = colour_token_ids(vocab)
