@@ -6,6 +6,7 @@ adding values that depend on data (vocabulary size, embedding size) at the call 
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -107,8 +108,7 @@ def override_problem(config_name: str, argv: list[str]) -> str | None:
             return f"the overrides do not compose into the {config_name} config ({type(exc).__name__})"
         head, rest = lines[0].rstrip("."), lines[1:]
         if rest and rest[0].startswith("Available options"):
-            options = [line for line in rest[1:] if not line.startswith(("Config search path", "provider="))]
-            options = options[:options.index("Config search path:")] if "Config search path:" in options else options
+            options = list(itertools.takewhile(lambda line: not line.startswith("Config search path"), rest[1:]))
             return f"{head}; {rest[0].rstrip(':').lower()}: {', '.join(options)}"
         if any(line.startswith("To append") for line in rest):
             return (f"{head}: the {config_name} config has no such key (python tools/{config_name}.py --cfg job "

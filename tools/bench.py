@@ -276,7 +276,6 @@ def paper_trainer(cfg, option: str, device: torch.device, run_dir: Path, batch_s
     precision = Precision(SIDE_PRECISIONS.get(option, str(cfg.side_by_side.precision)), device, probe_shape=probe)
     trainer = GANTrainer(generator, discriminators, text_encoder, build_loss(m, image_encoder), [], run_dir, settings,
                          precision, device, model_spec=spec, vocab={})
-    trainer.precision_name = precision.name
     if option == "plain":
         trainer.ema.foreach = False
     return trainer
@@ -311,7 +310,7 @@ def side_by_side(cfg, device: torch.device, bar, run_dir: Path) -> list[dict]:
             for option in options:
                 trainer = paper_trainer(case_cfg, option, device, run_dir / f"{n}_{b}_{option}", b)
                 names.append(option)
-                precisions.append(trainer.precision_name)
+                precisions.append(trainer.precision.name)
                 fns.append(lambda trainer=trainer, batch=batch.to(device): trainer.train_step(batch))
                 params.append((_count(trainer.generator), _count(trainer.discriminators)))
             for _ in range(int(node.warmup)):

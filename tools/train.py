@@ -43,6 +43,7 @@ def check_settings(cfg: DictConfig) -> None:
     model = cfg.model
     check.integer(model.get("batch_size"), "model.batch_size", minimum=1, optional=True)
     check.integer(model.get("max_steps"), "model.max_steps", minimum=1, optional=True)
+    check.integer(model.get("hard_negatives", 0), "model.hard_negatives", minimum=0, maximum=16)
     for key, value in model.items():
         key = str(key)
         if key == "lr" or key.startswith("lr_"):

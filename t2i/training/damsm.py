@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from t2i.errors import TrainingError
+from t2i.errors import ConfigError, TrainingError
 from t2i.losses.damsm import CaptionNegatives, DAMSMLoss, DAMSMLossOutput, same_class_mask, word_region_scores
 from t2i.metrics.r_precision import fold_means, true_first
 from t2i.models.damsm import save_image_encoder, save_text_encoder, vocab_dict
@@ -221,7 +221,8 @@ class DAMSMTrainer:
         if self.hard_negatives < 0:
             raise ValueError(f"hard_negatives must be >= 0, got {hard_negatives}")
         if self.hard_negatives and len(set(self.colour_ids.values())) < 2:
-            raise ValueError("hard_negatives needs a vocabulary with at least two colour words; set it to 0")
+            raise ConfigError(f"model.hard_negatives={self.hard_negatives} needs a vocabulary with at least two colour "
+                              "words (red, green, ...); this one has fewer: set model.hard_negatives=0")
 
     # ------------------------------------------------------------------ paths and logging
     @property

@@ -350,5 +350,7 @@ def test_hard_negatives_add_to_the_loss_and_train(tmp_path):
     for b in train[1:]:
         hard.train_step(b)
     assert math.isfinite(hard.train_step(train[0])["loss/total"])
-    with pytest.raises(ValueError, match="colour words"):
+    from t2i.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model.hard_negatives=1 needs a vocabulary with at least two colour"):
         _trainer(tmp_path / "none", train, hard_negatives=1)  # ToyVocab has no colours
