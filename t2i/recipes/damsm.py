@@ -91,6 +91,13 @@ def train(cfg: Any) -> dict[str, float]:
     log.info("DAMSM: %s + %s, embedding %d, %d train / %d test images, batch %d",
              type(text_encoder).__name__, type(image_encoder).__name__, text_encoder.out_dim,
              len(train_ds), len(test_ds), batch_size)
+    attribute_weight = float(option(model, "attribute_weight", 0.0))
+    attributes = None
+    if attribute_weight > 0:
+        from t2i.training.attribute_heads import build_attribute_supervision
+
+        records = list(train_ds.records) + list(test_ds.records)  # test labels: evaluation of the heads only
+        attributes = build_attribute_supervision(records, text_encoder.out_dim, attribute_weight)
     trainer = DAMSMTrainer(
         text_encoder, image_encoder, train_loader, test_loader, run_dir,
         lr=float(model.lr), epochs=int(model.epochs), max_steps=run_option(cfg, "max_steps"),
@@ -101,7 +108,8 @@ def train(cfg: Any) -> dict[str, float]:
         eval_every=option(model, "eval_every"), resume=str(option(run, "resume", "auto")), vocab=vocab,
         config=to_container(cfg), seed=seed, feature_cache=feature_cache,
         word_r_precision=bool(option(model, "word_r_precision", True)),
-        hard_negatives=int(option(model, "hard_negatives", 0)))
+        hard_negatives=int(option(model, "hard_negatives", 0)), attributes=attributes,
+        attribute_weight=attribute_weight)
     metrics = trainer.fit()
     vocab.save(run_dir / "vocab.json")
     log.info("DAMSM done: %s", ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))

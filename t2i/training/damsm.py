@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from t2i.errors import ConfigError, TrainingError
+from t2i.errors import CheckpointError, ConfigError, TrainingError
 from t2i.losses.damsm import CaptionNegatives, DAMSMLoss, DAMSMLossOutput, same_class_mask, word_region_scores
 from t2i.metrics.r_precision import fold_means, true_first
 from t2i.models.damsm import save_image_encoder, save_text_encoder, vocab_dict
@@ -182,6 +182,9 @@ class DAMSMTrainer:
         hard_negatives: colour-swapped copies of each training caption added to its image's image -> caption
             losses (:func:`colour_swapped_captions`, :class:`t2i.losses.damsm.CaptionNegatives`); 0: AttnGAN.
             Needs a vocabulary with colour words.
+        attributes: ``(heads, labels)`` of :mod:`t2i.training.attribute_heads`: part-colour classifiers shared by
+            the image and sentence vectors, trained beside the DAMSM loss; None: AttnGAN.
+        attribute_weight: weight of that loss (``model.attribute_weight``).
     """
 
     def __init__(self, text_encoder: nn.Module, image_encoder: nn.Module, train_loader: Iterable[Batch],
@@ -191,7 +194,8 @@ class DAMSMTrainer:
                  device: str = "auto", ckpt_every: int = 200, log_every: int = 20, eval_every: int | None = None,
                  resume: str = "auto", vocab: Any = None, config: dict | None = None, folds: int = 10,
                  seed: int = 0, progress: bool = True, feature_cache: TrunkFeatureCache | None = None,
-                 word_r_precision: bool = True, hard_negatives: int = 0):
+                 word_r_precision: bool = True, hard_negatives: int = 0, attributes: tuple | None = None,
+                 attribute_weight: float = 0.0):
         if resume not in ("auto", "never"):
             raise ValueError(f"resume must be 'auto' or 'never', got {resume!r}")
         self.device = resolve_device(device)
@@ -209,10 +213,16 @@ class DAMSMTrainer:
         self.ckpt_every, self.log_every, self.eval_every = ckpt_every, log_every, eval_every
         self.resume, self.vocab, self.config = resume, vocab, config or {}
         self.folds, self.seed, self.progress = folds, seed, progress
-        params = [p for m in (self.text_encoder, self.image_encoder) for p in m.parameters() if p.requires_grad]
+        self.attribute_heads, self.attribute_labels = (None, None) if attributes is None else attributes
+        self.attribute_weight = float(attribute_weight)
+        if self.attribute_heads is not None:
+            self.attribute_heads.to(self.device)
+        modules = [m for m in (self.text_encoder, self.image_encoder, self.attribute_heads) if m is not None]
+        params = [p for m in modules for p in m.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=lr, betas=(0.5, 0.999))  # AttnGAN pretrain_DAMSM
         self.scaler = self.precision.grad_scaler()
         self.step = 0
+        self.last_attribute_loss: Tensor | None = None
         self._logger = None
         self.feature_cache = feature_cache
         self.word_r_precision = word_r_precision
@@ -249,7 +259,14 @@ class DAMSMTrainer:
             text = self.text_encoder.encode(batch)
             regions, global_feat = self.encode_images(batch)
             extra = self.encode_negatives(batch) if negatives and self.hard_negatives else None
-        return self.loss_fn(regions, global_feat, text.words, text.sentence, text.pad_mask, batch.class_ids, extra)
+        out = self.loss_fn(regions, global_feat, text.words, text.sentence, text.pad_mask, batch.class_ids, extra)
+        self.last_attribute_loss = None
+        if negatives and self.attribute_heads is not None and self.attribute_weight > 0:
+            heads, labels = self.attribute_heads, self.attribute_labels
+            self.last_attribute_loss = (heads.loss(global_feat, labels.images(batch.keys))
+                                        + heads.loss(text.sentence, labels.captions(batch.caption_texts)))
+            out.loss = out.loss + self.attribute_weight * self.last_attribute_loss
+        return out
 
     def encode_negatives(self, batch: Batch) -> CaptionNegatives:
         """The colour-swapped copies of the batch's captions, encoded (drawn from a per-step seed: resumable)."""
@@ -283,8 +300,11 @@ class DAMSMTrainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.step += 1
-        return {"loss/total": out.loss.item(), "loss/word": (out.word_i2t + out.word_t2i).item(),
-                "loss/sent": (out.sent_i2t + out.sent_t2i).item(), **_batch_accuracy(out, batch.class_ids)}
+        values = {"loss/total": out.loss.item(), "loss/word": (out.word_i2t + out.word_t2i).item(),
+                  "loss/sent": (out.sent_i2t + out.sent_t2i).item(), **_batch_accuracy(out, batch.class_ids)}
+        if self.last_attribute_loss is not None:
+            values["loss/attributes"] = self.last_attribute_loss.item()
+        return values
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> dict[str, float]:
@@ -377,6 +397,12 @@ class DAMSMTrainer:
             ceiling = _r_precision_ceiling(getattr(self.test_loader, "dataset", None), keys, captions, idx, self.folds)
             if ceiling is not None:
                 metrics["test/r_precision_ceiling"], metrics["test/r_precision_ceiling_std"] = ceiling
+        if self.attribute_heads is not None:  # how well the shared heads read unseen species
+            for name, vecs, labels in (("image", image_all, self.attribute_labels.images(keys)),
+                                       ("sentence", sent_all, self.attribute_labels.captions(captions))):
+                acc = self.attribute_heads.accuracy(vecs.to(self.device), labels)
+                if acc is not None:
+                    metrics[f"test/attribute_acc_{name}"] = acc
         else:
             log.warning("R-precision skipped: %d test images of %d classes (need >= %d images, >= 2 classes)",
                         len(image_all), len(np.unique(classes)), self.folds)
@@ -414,12 +440,21 @@ class DAMSMTrainer:
         return save_checkpoint(self.checkpoint_path, TRAIN_KIND, {
             "text_encoder": self.text_encoder.state_dict(), "image_encoder": self.image_encoder.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(), "step": self.step,
-            "rng": rng_state(), "config": self.config, "vocab": vocab_dict(self.vocab)})
+            "rng": rng_state(), "config": self.config, "vocab": vocab_dict(self.vocab),
+            "attribute_heads": None if self.attribute_heads is None else self.attribute_heads.state_dict()})
 
     def load_training_checkpoint(self, path: str | os.PathLike) -> None:
         data = load_checkpoint(path, TRAIN_KIND, self.device)
         load_state_dict_strict(self.text_encoder, data["text_encoder"], "text encoder", path)
         load_state_dict_strict(self.image_encoder, data["image_encoder"], "image encoder", path)
+        if self.attribute_heads is not None:
+            if data.get("attribute_heads") is None:
+                raise CheckpointError(f"{path} was trained without model.attribute_weight; resume with "
+                                      "model.attribute_weight=0 or start a new run_dir")
+            load_state_dict_strict(self.attribute_heads, data["attribute_heads"], "attribute heads", path)
+        elif data.get("attribute_heads") is not None:
+            raise CheckpointError(f"{path} was trained with model.attribute_weight > 0; resume with the same "
+                                  "model.attribute_weight or start a new run_dir")
         self.optimizer.load_state_dict(data["optimizer"])
         self.scaler.load_state_dict(data["scaler"])
         self.step = int(data["step"])
