@@ -8,8 +8,9 @@ match: 3x3 and 4x4 convolutions have no bias, every block has BatchNorm, and GLU
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TypeVar
 
 import torch
@@ -202,8 +203,44 @@ class GemmConv2d(nn.Conv2d):
         new.train(conv.training)
         return new
 
+    _casts: dict[torch.dtype, Tensor] | None = None  # set only inside :func:`shared_weight_casts`
+
     def forward(self, x: Tensor) -> Tensor:
-        return gemm_conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
+        return gemm_conv2d(x, self._weight(), self.bias, self.stride, self.padding, self.dilation)
+
+    def _weight(self) -> Tensor:
+        """The weight, or inside :func:`shared_weight_casts` under autocast its one cast to the autocast dtype."""
+        w, casts = self.weight, self._casts
+        if casts is None or w.dtype != torch.float32 or not w.requires_grad or not torch.is_grad_enabled():
+            return w
+        device = w.device.type
+        if not torch.is_autocast_enabled(device):
+            return w
+        dtype = torch.get_autocast_dtype(device)
+        if dtype not in casts:
+            casts[dtype] = w.to(dtype)
+        return casts[dtype]
+
+
+@contextlib.contextmanager
+def shared_weight_casts(module: nn.Module) -> Iterator[None]:
+    """Inside, every :class:`GemmConv2d` below ``module`` casts its weight to the autocast dtype once for all its calls.
+
+    Autocast casts ``F.conv2d``'s weight (a leaf) once per autocast region and reuses the cast for every call in
+    it; the GEMM gets a view of the weight, which autocast's cache skips, so it would cast the weight at every call
+    and convert each call's weight gradient back to fp32 and add them. A discriminator update calls D on the real
+    and the fake images: with this, a GEMM convolution does what an oneDNN one does under autocast, one cast
+    forward and the two gradients summed before one cast back (AttnGAN's 256-px D: 97 M weights). The weights
+    must not change inside (no optimiser step); outside, nothing is cached.
+    """
+    convs = [m for m in module.modules() if isinstance(m, GemmConv2d)]
+    for conv in convs:
+        conv._casts = {}
+    try:
+        yield
+    finally:
+        for conv in convs:
+            conv._casts = None
 
 
 def gemm_convertible(conv: nn.Module) -> bool:

@@ -20,6 +20,7 @@ from t2i.errors import CheckpointError, DataError, TrainingError
 from t2i.export import write_export
 from t2i.io import load_checkpoint, load_state_dict_strict, save_checkpoint, start_over
 from t2i.losses.gan import mode_seeking_loss
+from t2i.models.layers import shared_weight_casts
 from t2i.runtime import DistInfo, Precision, rng_state, set_rng_state
 from t2i.structures import Batch, TextEmbedding
 from t2i.training.distributed import average_gradients, broadcast_parameters, rank_slice
@@ -213,7 +214,7 @@ class GANTrainer:
         # (3) update each active stage's discriminator
         for i in stages:
             d, opt = self.discriminators[i], self.opt_d[i]
-            with self.precision.autocast():
+            with self.precision.autocast(), shared_weight_casts(d):  # one cast of D's GEMM weights
                 loss_d, d_logs = self.loss.discriminator(d, batch.images[self.image_levels[i]], output.images[i], cond,
                                                          wrong_cond, batch.class_ids)
             self._check_finite(loss_d, f"loss_d stage {i + 1}")

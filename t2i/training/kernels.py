@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from t2i.models.layers import GemmConv2d, gemm_conv2d, gemm_convertible
+from t2i.models.layers import GemmConv2d, gemm_convertible, shared_weight_casts
 from t2i.runtime import cpu_info, read_cache, write_cache
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 GEMM_CONV_CHOICES = ("auto", "true", "false")
 MAX_POSITIONS = 64  # candidates: output maps of at most 8x8 (larger ones lose on the CPUs measured; see README)
 PROBE_FILE = "conv_probe.json"
+PROBE_VERSION = 2  # what a probe times (2: the step's three calls); older entries are not reused
 
 
 @dataclass(frozen=True)
@@ -62,35 +63,40 @@ class ConvShape:
 
 
 def probe_conv(shape: ConvShape, reps: int = 2) -> dict[str, float]:
-    """Median seconds of a forward + backward (input and weight gradients) with oneDNN's kernel and with the GEMM.
+    """Median seconds of the layer's share of a training step with oneDNN's kernel and with the GEMM.
 
-    One untimed pass of each first; the two kernels alternate, so load from other processes hits both alike.
-    A ``bf16`` shape runs under bf16 autocast on a bf16 input (the discriminator's activations are bf16 there).
+    As in the step: the D update's two calls (real, fake) in one autocast region, one backward giving input and
+    weight gradients (the GEMM under :func:`shared_weight_casts`, so its weight is cast once as oneDNN's is), then
+    the G update's call with D frozen (input gradients only). One untimed pass of each first; the two kernels
+    alternate, so load from other processes hits both alike. A ``bf16`` shape runs under bf16 autocast on a bf16
+    input (the discriminator's activations are bf16 there).
     """
     g = torch.Generator().manual_seed(0)
     bf16 = shape.precision == "bf16"
     x0 = torch.randn(shape.batch, shape.channels, shape.height, shape.width, generator=g)
     x0 = x0.bfloat16() if bf16 else x0
-    weight = torch.randn(shape.out_channels, shape.channels, *shape.kernel, generator=g).requires_grad_(True)
-    bias = torch.zeros(shape.out_channels, requires_grad=True) if shape.bias else None
+    conv = nn.Conv2d(shape.channels, shape.out_channels, shape.kernel, shape.stride, shape.padding, shape.dilation,
+                     bias=shape.bias)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=g))
+    layers = {"onednn": conv, "gemm": GemmConv2d.from_conv(conv)}
 
-    def run(gemm: bool) -> None:
+    def run(layer: nn.Module) -> None:
         x = x0.detach().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16), shared_weight_casts(layer):
+            y = layer(x).float().sum() + layer(x.flip(0)).float().sum()
+        y.backward()
+        conv.zero_grad(set_to_none=True)
+        conv.requires_grad_(False)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            if gemm:
-                y = gemm_conv2d(x, weight, bias, shape.stride, shape.padding, shape.dilation)
-            else:
-                y = F.conv2d(x, weight, bias, shape.stride, shape.padding, shape.dilation)
-        y.backward(torch.ones_like(y))
-        weight.grad = None
-        if bias is not None:
-            bias.grad = None
+            layer(x).float().sum().backward()
+        conv.requires_grad_(True)
 
     times: dict[str, list[float]] = {"onednn": [], "gemm": []}
     for i in range(reps + 1):
         for name in times:
             start = time.perf_counter()
-            run(name == "gemm")
+            run(layers[name])
             if i:
                 times[name].append(time.perf_counter() - start)
     return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
@@ -99,7 +105,8 @@ def probe_conv(shape: ConvShape, reps: int = 2) -> dict[str, float]:
 def probe_cached(shape: ConvShape) -> tuple[dict[str, float], bool]:
     """:func:`probe_conv`'s times from the per-machine cache when this CPU, torch, thread count and shape were timed."""
     cpu = cpu_info()
-    key = f"{cpu.model}|{cpu.isa}|torch {torch.__version__}|{torch.get_num_threads()} threads|{shape.key()}"
+    key = (f"{cpu.model}|{cpu.isa}|torch {torch.__version__}|{torch.get_num_threads()} threads|{shape.key()}"
+           f"|probe {PROBE_VERSION}")
     cache = read_cache(PROBE_FILE)
     hit = cache.get(key)
     if isinstance(hit, dict) and all(isinstance(hit.get(k), (int, float)) for k in ("onednn", "gemm")):

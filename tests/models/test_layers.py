@@ -7,7 +7,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from t2i.models.layers import GemmConv2d, gemm_conv2d, gemm_convertible
+import contextlib
+import copy
+
+from t2i.models import layers
+from t2i.models.layers import GemmConv2d, gemm_conv2d, gemm_convertible, shared_weight_casts
 
 
 @pytest.mark.parametrize("kernel,stride,padding,dilation,bias,size", [
@@ -51,3 +55,52 @@ def test_only_plain_convolutions_convert():
     assert not gemm_convertible(nn.utils.parametrizations.spectral_norm(nn.Conv2d(4, 4, 3)))
     with pytest.raises(ValueError, match="cannot run as a GEMM"):
         GemmConv2d.from_conv(nn.Conv2d(4, 4, 3, groups=4))
+
+
+def _d_update(layer, x, casts):
+    """A D update's use of one layer: real and fake calls in one bf16 autocast region, one backward."""
+    layer.zero_grad(set_to_none=True)
+    xs = x.detach().requires_grad_(True)
+    region = shared_weight_casts(layer) if casts else contextlib.nullcontext()
+    with torch.autocast("cpu", dtype=torch.bfloat16), region:
+        y1, y2 = layer(xs), layer(xs.flip(0) * 0.5)
+    (y1.float().square().mean() + y2.float().mean()).backward()
+    return y1.float(), y2.float(), xs.grad.float(), layer.weight.grad.clone()
+
+
+def test_shared_weight_casts_cast_once_and_give_the_same_step(monkeypatch):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(32, 48, 4, 2, 1, bias=True)
+    gemm = GemmConv2d.from_conv(conv)
+    x = torch.randn(4, 32, 8, 8).bfloat16()
+    weights = []
+    real = layers.gemm_conv2d
+    monkeypatch.setattr(layers, "gemm_conv2d", lambda x, w, *a: weights.append(w) or real(x, w, *a))
+    shared = _d_update(gemm, x, casts=True)
+    assert len(weights) == 2 and weights[0] is weights[1] and weights[0].dtype == torch.bfloat16  # one cast
+    weights.clear()
+    per_call = _d_update(gemm, x, casts=False)
+    assert len(weights) == 2 and all(w is conv.weight for w in weights)  # outside: the fp32 weight, autocast casts
+    onednn = _d_update(conv, x, casts=False)  # F.conv2d: autocast's own cache, one cast too
+    for a, b, c in zip(shared, per_call, onednn):
+        scale = c.abs().max()
+        assert (a - b).abs().max() <= 0.02 * scale and (a - c).abs().max() <= 0.02 * scale
+    assert shared[3].dtype == torch.float32 and gemm._casts is None  # nothing stays cached
+
+
+def test_shared_weight_casts_change_nothing_in_fp32_frozen_or_no_grad():
+    conv = GemmConv2d.from_conv(nn.Conv2d(4, 6, 3, padding=1))
+    x = torch.randn(2, 4, 4, 4)
+    with shared_weight_casts(conv):
+        assert conv._weight() is conv.weight  # no autocast
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            with torch.no_grad():
+                assert conv._weight() is conv.weight  # no graph: autocast casts per call, nothing kept
+            conv.requires_grad_(False)
+            assert conv._weight() is conv.weight  # frozen (the G update)
+            conv.requires_grad_(True)
+            assert conv._weight() is conv._weight() is not conv.weight
+            conv(x)
+    assert conv._casts is None
+    twin = copy.deepcopy(conv)  # no graph tensors left on the module
+    assert torch.equal(twin.weight, conv.weight)

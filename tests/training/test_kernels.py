@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import t2i.training.kernels as kernels
+from t2i.models import layers
 from t2i.models.discriminator import StageDiscriminator
 from t2i.models.layers import GemmConv2d
 from t2i.training.kernels import ConvShape, choose_gemm_convs, conv_calls, probe_conv, use_gemm_convs
@@ -72,16 +73,18 @@ def test_probe_times_both_kernels_and_is_cached(monkeypatch, tmp_path):
 
 def test_bf16_probe_runs_both_kernels_under_autocast(monkeypatch):
     seen = []
-    real = kernels.gemm_conv2d
+    real = layers.gemm_conv2d
 
-    def spy(x, *args):
-        seen.append((x.dtype, torch.is_autocast_enabled("cpu")))
-        return real(x, *args)
+    def spy(x, w, *args):
+        seen.append((x.dtype, w.dtype, torch.is_autocast_enabled("cpu")))
+        return real(x, w, *args)
 
-    monkeypatch.setattr(kernels, "gemm_conv2d", spy)
+    monkeypatch.setattr(layers, "gemm_conv2d", spy)
     shape = ConvShape(2, 8, 8, 8, 16, (4, 4), (2, 2), (1, 1), (1, 1), False, "bf16")
     times = probe_conv(shape, reps=1)
-    assert all(t > 0 for t in times.values()) and seen and set(seen) == {(torch.bfloat16, True)}
+    assert all(t > 0 for t in times.values())
+    # per pass as in the step: real and fake with the weight cast once (bf16), then D frozen (fp32, autocast casts)
+    assert seen == ([(torch.bfloat16, torch.bfloat16, True)] * 2 + [(torch.bfloat16, torch.float32, True)]) * 2
     _, shapes = _d_shapes()
     d = StageDiscriminator(64, ndf=4, cond_dim=8)
     marked = conv_calls(d, lambda: d.encode(torch.randn(2, 3, 64, 64)), "bf16")
