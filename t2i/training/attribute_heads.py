@@ -13,6 +13,10 @@ training only: the exported encoders are the same modules as without them.
 Both vectors are L2-normalised before the heads (the DAMSM compares them by cosine), and each head's
 cross-entropy ignores the unlabelled entries (``-1``); the loss is the mean over parts that have a label
 in the batch, summed over the two modalities.
+
+Measured on the synthetic birds (README, "Part-colour heads"): the sentence heads read unseen species' captions
+(0.91), the image heads do not (0.41 on unseen species, 0.999 on the training ones), and an AttnGAN trained on such
+a DAMSM scores lower attribute accuracy (0.577 against 0.641); the option stays off.
 """
 
 from __future__ import annotations

@@ -397,15 +397,15 @@ class DAMSMTrainer:
             ceiling = _r_precision_ceiling(getattr(self.test_loader, "dataset", None), keys, captions, idx, self.folds)
             if ceiling is not None:
                 metrics["test/r_precision_ceiling"], metrics["test/r_precision_ceiling_std"] = ceiling
+        else:
+            log.warning("R-precision skipped: %d test images of %d classes (need >= %d images, >= 2 classes)",
+                        len(image_all), len(np.unique(classes)), self.folds)
         if self.attribute_heads is not None:  # how well the shared heads read unseen species
             for name, vecs, labels in (("image", image_all, self.attribute_labels.images(keys)),
                                        ("sentence", sent_all, self.attribute_labels.captions(captions))):
                 acc = self.attribute_heads.accuracy(vecs.to(self.device), labels)
                 if acc is not None:
                     metrics[f"test/attribute_acc_{name}"] = acc
-        else:
-            log.warning("R-precision skipped: %d test images of %d classes (need >= %d images, >= 2 classes)",
-                        len(image_all), len(np.unique(classes)), self.folds)
         self.logger.scalars(metrics, self.step)
         log.info("step %d: %s", self.step, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         return metrics

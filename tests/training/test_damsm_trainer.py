@@ -118,6 +118,17 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path):
     assert path.stat().st_mtime_ns == stamp and load_checkpoint(path)["step"] == 1
 
 
+def test_r_precision_skipped_warns_only_when_skipped(tmp_path, caplog):
+    trainer = _trainer(tmp_path, _batches(1), _batches(2, seed=1))  # 16 test images, folds=2: R-precision runs
+    with caplog.at_level("WARNING", logger="t2i.training.damsm"):
+        metrics = trainer.evaluate()
+    assert "test/r_precision" in metrics and "R-precision skipped" not in caplog.text
+    few = _trainer(tmp_path / "few", _batches(1), _batches(1, b=1, seed=1), folds=10)  # 1 test image
+    with caplog.at_level("WARNING", logger="t2i.training.damsm"):
+        metrics = few.evaluate()
+    assert "test/r_precision" not in metrics and "R-precision skipped: 1 test images" in caplog.text
+
+
 def test_lr_schedule_matches_reference_loop():
     lr0 = 0.002
     lr, expected = lr0, []
