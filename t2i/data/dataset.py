@@ -64,6 +64,10 @@ class TextImageDataset(Dataset):
             matching-aware discriminator loss).
         seed: evaluation only: seed of the per-index mismatched-caption choice.
         load_images: False: items carry no images (``images == []``), for training on cached image features.
+        recolour: training only: an object with ``sample(generator) -> mapping | None``,
+            ``image(key, mapping) -> PIL image`` (cropped) and ``text(caption, mapping) -> str`` that
+            changes image and captions of an example together (the synthetic birds'
+            :class:`t2i.data.synthbirds.recolour.PaletteSwap`); None: images and captions as stored.
 
     Raises:
         DataError: a caption with no known word (named by key), or an empty record list.
@@ -72,7 +76,7 @@ class TextImageDataset(Dataset):
     def __init__(self, records: Sequence[Record], vocab: Vocabulary, base_size: int = 64, num_stages: int = 3,
                  words_num: int = 18, train: bool = True, skip_bad: bool = False, unknown: str = "drop",
                  caption_index: int | None = None, wrong_captions: bool = True, seed: int = 0,
-                 load_images: bool = True):
+                 load_images: bool = True, recolour: Any = None):
         if unknown not in UNKNOWN_POLICIES:
             raise ValueError(f"unknown-word policy {unknown!r}; choose one of {UNKNOWN_POLICIES}")
         if words_num < 1:
@@ -88,6 +92,7 @@ class TextImageDataset(Dataset):
         self.caption_index = caption_index
         self.seed = seed
         self.load_images = load_images
+        self.recolour = recolour if train else None
         self.pyramid = ImagePyramid(base_size, num_stages, train=train)
         self.bad_count = 0
         self._bad_logged: set[str] = set()
@@ -125,9 +130,16 @@ class TextImageDataset(Dataset):
             return None
         return torch.Generator().manual_seed(self.seed * 1_000_003 + index)
 
-    def _caption(self, index: int, caption_index: int, gen: torch.Generator | None) -> tuple[list[int], int]:
-        ids = shorten_caption(self.caption_ids[index][caption_index], self.words_num, self.train, gen)
-        return ids, caption_index
+    def _caption(self, index: int, caption_index: int, gen: torch.Generator | None,
+                 mapping: Any = None) -> tuple[list[int], str]:
+        """Ids (shortened) and text of one caption; with a recolouring ``mapping``, of the recoloured caption."""
+        text = self.records[index].captions[caption_index]
+        if mapping is None:
+            ids = self.caption_ids[index][caption_index]
+        else:
+            text = self.recolour.text(text, mapping)
+            ids = self._encode(self.records[index], caption_index, text)
+        return shorten_caption(ids, self.words_num, self.train, gen), text
 
     def _wrong_index(self, index: int, gen: torch.Generator | None) -> int:
         own = self.class_ids[index]
@@ -138,12 +150,14 @@ class TextImageDataset(Dataset):
         others = (self.class_ids != own).nonzero().flatten()
         return int(others[torch.randint(len(others), (1,), generator=gen)])
 
-    def _images(self, index: int, gen: torch.Generator | None) -> tuple[int, list[Tensor]]:
+    def _images(self, index: int, gen: torch.Generator | None, mapping: Any = None) -> tuple[int, list[Tensor]]:
         tries = len(self.records) if self.skip_bad else 1
         for step in range(tries):
             i = (index + step) % len(self.records)
             record = self.records[i]
             try:
+                if mapping is not None:
+                    return i, self.pyramid(self.recolour.image(record.key, mapping), generator=gen)
                 return i, self.pyramid(load_image(record.image_path, record.bbox), generator=gen)
             except DataError as exc:
                 if not self.skip_bad:
@@ -164,21 +178,22 @@ class TextImageDataset(Dataset):
             and, with mismatched captions, ``wrong_caption`` / ``wrong_length`` / ``wrong_key``.
         """
         gen = self._generator(index)
-        index, images = self._images(index, gen) if self.load_images else (index, [])
+        mapping = self.recolour.sample(gen) if self.recolour is not None else None
+        index, images = self._images(index, gen, mapping) if self.load_images else (index, [])
         record = self.records[index]
         n_caps = len(record.captions)
         if self.train:
             cap_ix = int(torch.randint(n_caps, (1,)))  # AttnGAN: sent_ix = random.randint(0, embeddings_num)
         else:
             cap_ix = (self.caption_index if self.caption_index is not None else index) % n_caps
-        ids, cap_ix = self._caption(index, cap_ix, gen)
+        ids, text = self._caption(index, cap_ix, gen, mapping)
         item = {"images": images, "caption": torch.tensor(ids, dtype=torch.long), "length": len(ids),
-                "class_id": int(record.class_id), "key": record.key, "caption_text": record.captions[cap_ix],
+                "class_id": int(record.class_id), "key": record.key, "caption_text": text,
                 "caption_index": cap_ix, "index": index}
         if self.wrong_captions:
             j = self._wrong_index(index, gen)
             wrong_ix = int(torch.randint(len(self.records[j].captions), (1,), generator=gen))
-            wrong_ids, _ = self._caption(j, wrong_ix, gen)
+            wrong_ids, _ = self._caption(j, wrong_ix, gen, mapping)
             item.update(wrong_caption=torch.tensor(wrong_ids, dtype=torch.long), wrong_length=len(wrong_ids),
                         wrong_key=self.records[j].key)
         return item

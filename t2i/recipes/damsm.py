@@ -70,7 +70,7 @@ def use_feature_cache(model: Any, image_encoder: Any) -> bool:
 
 def train(cfg: Any) -> dict[str, float]:
     """Train DAMSM encoders as configured; returns the final test metrics (R-precision, test losses)."""
-    from t2i.data.dataset import make_loader
+    from t2i.data.dataset import TextImageDataset, make_loader
     from t2i.recipes.data import build_datasets
 
     model, run = cfg.model, cfg.train
@@ -84,14 +84,29 @@ def train(cfg: Any) -> dict[str, float]:
     train_loader = make_loader(train_ds, batch_size, shuffle=True, num_workers=workers, drop_last=True, seed=seed)
     test_loader = make_loader(test_ds, batch_size, shuffle=False, num_workers=workers, drop_last=False, seed=seed)
     text_encoder, image_encoder = build_encoders(cfg, len(vocab))
+    cache = use_feature_cache(model, image_encoder)
+    attribute_weight = float(option(model, "attribute_weight", 0.0))
+    if train_ds.recolour is not None and (cache or attribute_weight > 0):
+        what = "cached trunk features of the stored images" if cache else "part-colour labels of the stored captions"
+        raise ConfigError(f"data.recolour={option(cfg.data, 'recolour')} redraws training images, but this DAMSM "
+                          f"trains on {what}; set data.recolour=0 or "
+                          + ("model.cache_trunk_features=false" if cache else "model.attribute_weight=0"))
+    seen_loader = None
+    seen_every = int(option(model, "seen_r_precision", 3) or 0)
+    if seen_every > 0:  # every k-th training image, untouched: R-precision on species the encoders have seen
+        seen_ds = TextImageDataset(train_ds.records[::seen_every], vocab, base_size=int(model.image_size),
+                                   num_stages=1, words_num=train_ds.words_num, train=False, skip_bad=train_ds.skip_bad,
+                                   unknown=train_ds.unknown, wrong_captions=False, seed=seed)
+        seen_loader = make_loader(seen_ds, batch_size, shuffle=False, num_workers=workers, drop_last=False, seed=seed)
     feature_cache = None
-    if use_feature_cache(model, image_encoder):
+    if cache:
         feature_cache = build_feature_cache(cfg, image_encoder, train_ds, test_ds, vocab, batch_size, workers)
-        train_ds.load_images = test_ds.load_images = False  # batches need keys and captions only
+        for ds in (train_ds, test_ds, seen_loader.dataset if seen_loader is not None else None):
+            if ds is not None:
+                ds.load_images = False  # batches need keys and captions only
     log.info("DAMSM: %s + %s, embedding %d, %d train / %d test images, batch %d",
              type(text_encoder).__name__, type(image_encoder).__name__, text_encoder.out_dim,
              len(train_ds), len(test_ds), batch_size)
-    attribute_weight = float(option(model, "attribute_weight", 0.0))
     attributes = None
     if attribute_weight > 0:
         from t2i.training.attribute_heads import build_attribute_supervision
@@ -109,7 +124,7 @@ def train(cfg: Any) -> dict[str, float]:
         config=to_container(cfg), seed=seed, feature_cache=feature_cache,
         word_r_precision=bool(option(model, "word_r_precision", True)),
         hard_negatives=int(option(model, "hard_negatives", 0)), attributes=attributes,
-        attribute_weight=attribute_weight)
+        attribute_weight=attribute_weight, seen_loader=seen_loader)
     metrics = trainer.fit()
     vocab.save(run_dir / "vocab.json")
     log.info("DAMSM done: %s", ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))

@@ -185,6 +185,10 @@ class DAMSMTrainer:
         attributes: ``(heads, labels)`` of :mod:`t2i.training.attribute_heads`: part-colour classifiers shared by
             the image and sentence vectors, trained beside the DAMSM loss; None: AttnGAN.
         attribute_weight: weight of that loss (``model.attribute_weight``).
+        seen_loader: training images at the evaluation transform (no augmentation); their R-precision is
+            reported as ``seen/r_precision`` beside ``test/r_precision``. Test species are unseen in training,
+            so a large gap between the two says the encoders recognise the training species rather than
+            read part colours. None: not measured.
     """
 
     def __init__(self, text_encoder: nn.Module, image_encoder: nn.Module, train_loader: Iterable[Batch],
@@ -195,14 +199,14 @@ class DAMSMTrainer:
                  resume: str = "auto", vocab: Any = None, config: dict | None = None, folds: int = 10,
                  seed: int = 0, progress: bool = True, feature_cache: TrunkFeatureCache | None = None,
                  word_r_precision: bool = True, hard_negatives: int = 0, attributes: tuple | None = None,
-                 attribute_weight: float = 0.0):
+                 attribute_weight: float = 0.0, seen_loader: Iterable[Batch] | None = None):
         if resume not in ("auto", "never"):
             raise ValueError(f"resume must be 'auto' or 'never', got {resume!r}")
         self.device = resolve_device(device)
         self.precision = Precision(precision, self.device)
         self.text_encoder = text_encoder.to(self.device)
         self.image_encoder = image_encoder.to(self.device)
-        self.train_loader, self.test_loader = train_loader, test_loader
+        self.train_loader, self.test_loader, self.seen_loader = train_loader, test_loader, seen_loader
         self.run_dir = Path(run_dir)
         self.base_lr, self.grad_clip = lr, grad_clip
         self.steps_per_epoch = len(train_loader)  # type: ignore[arg-type]
@@ -400,6 +404,8 @@ class DAMSMTrainer:
         else:
             log.warning("R-precision skipped: %d test images of %d classes (need >= %d images, >= 2 classes)",
                         len(image_all), len(np.unique(classes)), self.folds)
+        if self.seen_loader is not None:
+            metrics.update(self._seen_r_precision())
         if self.attribute_heads is not None:  # how well the shared heads read unseen species
             for name, vecs, labels in (("image", image_all, self.attribute_labels.images(keys)),
                                        ("sentence", sent_all, self.attribute_labels.captions(captions))):
@@ -409,6 +415,28 @@ class DAMSMTrainer:
         self.logger.scalars(metrics, self.step)
         log.info("step %d: %s", self.step, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         return metrics
+
+    @torch.no_grad()
+    def _seen_r_precision(self) -> dict[str, float]:
+        """R-precision on ``seen_loader``'s training images, as ``test/r_precision`` is computed on the test images."""
+        image_vecs, sent_vecs, class_ids = [], [], []
+        for batch in self.seen_loader:
+            batch = batch.to(self.device)
+            with self.precision.autocast():
+                sentence = self.text_encoder.encode(batch).sentence
+                _, global_feat = self.encode_images(batch)
+            image_vecs.append(global_feat.float().cpu())
+            sent_vecs.append(sentence.float().cpu())
+            class_ids.append(batch.class_ids.cpu())
+        image_all, sent_all = torch.cat(image_vecs), torch.cat(sent_vecs)
+        classes = torch.cat(class_ids).numpy()
+        if len(image_all) < self.folds or len(np.unique(classes)) < 2:
+            return {}
+        from t2i.metrics.r_precision import sample_mismatched_captions
+
+        idx = sample_mismatched_captions(classes, 99, rng=self.seed)
+        mean, std, _ = _r_precision(image_all, sent_all, idx, self.folds)
+        return {"seen/r_precision": mean, "seen/r_precision_std": std}
 
     @torch.no_grad()
     def _word_level_hits(self, mismatched_idx: np.ndarray, text: tuple[Tensor, Tensor], keys: list[str]) -> np.ndarray:

@@ -69,12 +69,18 @@ def _trainer(tmp_path, train, test=None, seed=0, **kw):
 
 def test_learns_toy_matching_and_exports(tmp_path):
     train, test = _batches(4), _batches(2, seed=1)
-    trainer = _trainer(tmp_path, train, test, epochs=5, lr=0.02, log_every=5)
+    trainer = _trainer(tmp_path, train, test, epochs=5, lr=0.02, log_every=5, seen_loader=train[:2])
     before = sum(trainer.compute_loss(b).loss.item() for b in test)
     metrics = trainer.fit()
     after = sum(trainer.compute_loss(b).loss.item() for b in test)
     assert trainer.step == 20 and after < 0.8 * before
     assert 0.0 <= metrics["test/r_precision"] <= 1.0 and "test/loss_word" in metrics
+    assert 0.0 <= metrics["seen/r_precision"] <= 1.0 and metrics["seen/r_precision_std"] >= 0.0
+    # the seen-species score is the test score's computation on other images: the same images give the same
+    trainer.seen_loader = test
+    again = trainer.evaluate()
+    assert again["seen/r_precision"] == pytest.approx(again["test/r_precision"])
+    assert again["seen/r_precision_std"] == pytest.approx(again["test/r_precision_std"])
     assert (tmp_path / "tb").is_dir() and (tmp_path / "checkpoint.pt").is_file()
     # exports rebuild themselves, frozen, with identical outputs
     text = load_text_encoder(tmp_path, vocab=ToyVocab())
@@ -183,6 +189,7 @@ def test_recipe_end_to_end_on_tiny_synthbirds(tmp_path, hard_negatives, monkeypa
     # the birds carry attribute labels, so the attribute oracle's ceiling is reported beside it
     assert 0.0 < metrics["test/r_precision_ceiling"] <= 1.0 and metrics["test/r_precision_ceiling_std"] >= 0.0
     assert 0.0 <= metrics["test/r_precision_word"] <= 1.0
+    assert 0.0 <= metrics["seen/r_precision"] <= 1.0  # every 3rd of the 30 training images
     run = tmp_path / "run"
     assert {"text_encoder.safetensors", "text_encoder.json", "image_encoder.safetensors", "image_encoder.json",
             "checkpoint.pt", "vocab.json"} <= {p.name for p in run.iterdir()}

@@ -8,7 +8,8 @@ format, so the same reader, vocabulary and attribute-accuracy metric serve real 
 
 The package, one module per concept: :mod:`.species` (colour schemes, per-image specifications),
 :mod:`.drawing` (PIL), :mod:`.captions` (sentences and their parser), :mod:`.render` (the data set on disk:
-``render_dataset``, ``is_rendered``; its docstring lists the files) and :mod:`.contact_sheet`. The
+``render_dataset``, ``is_rendered``; its docstring lists the files), :mod:`.contact_sheet` and :mod:`.recolour`
+(palette swaps: training images redrawn with permuted colours, captions permuted alike). The
 part/colour vocabulary is :mod:`t2i.data.attributes`, shared with the CUB reader and the metrics.
 """
 
@@ -18,6 +19,7 @@ from t2i.data.attributes import (ATTRIBUTE_PART_NAMES, BEAK_LENGTH_ATTRIBUTES, B
 from t2i.data.synthbirds.captions import MAX_CAPTION_WORDS, caption_attributes, make_captions
 from t2i.data.synthbirds.contact_sheet import contact_sheet
 from t2i.data.synthbirds.drawing import PART_LABELS, draw_bird
+from t2i.data.synthbirds.recolour import PaletteSwap
 from t2i.data.synthbirds.render import (CUB_DIR, DEFAULTS, FORMAT_VERSION, INCOMPLETE_MARKER, MARKER, check_settings,
                                         is_rendered, read_summary, render_dataset)
 from t2i.data.synthbirds.species import BACKGROUNDS, CAPTION_PARTS, Bird, Species, make_species, sample_bird
@@ -27,7 +29,7 @@ __all__ = [
     "ATTRIBUTE_PART_NAMES", "BACKGROUNDS", "BEAK_LENGTHS", "BEAK_LENGTH_ATTRIBUTES", "CAPTION_PARTS", "CUB_DIR",
     "INCOMPLETE_MARKER", "MARKER",
     "COLOURS", "COLOUR_WORDS", "DEFAULTS", "FORMAT_VERSION", "MAX_CAPTION_WORDS", "PARTS", "PART_LABELS", "PART_WORDS",
-    "SIZES", "SIZE_ATTRIBUTES", "Bird", "Species", "attribute_names", "caption_attributes", "check_settings",
+    "SIZES", "SIZE_ATTRIBUTES", "Bird", "PaletteSwap", "Species", "attribute_names", "caption_attributes", "check_settings",
     "colour_attribute", "contact_sheet", "draw_bird", "is_rendered", "make_captions", "make_species",
     "parse_attribute_name", "read_summary", "render_dataset", "sample_bird",
 ]

@@ -79,9 +79,19 @@ def _image_key(species: Species, number: int) -> str:
     return f"{species.folder}/{species.name}_{number:04d}"
 
 
+def image_rng(seed: int, index: int) -> np.random.Generator:
+    """The generator of image ``index`` (0-based image id): it draws the bird, then the captions."""
+    return np.random.default_rng([seed, 0xB1BD, index])
+
+
+def image_index(species: Species, number: int, images_per_species: int) -> int:
+    """0-based index (image id - 1) of image ``number`` (1-based) of ``species``, as :func:`render_dataset` numbers."""
+    return (species.class_id - 1) * images_per_species + number - 1
+
+
 def _render_one(job: _Job) -> tuple[int, str, tuple[int, int, int, int], list[str]]:
     """Render, save and caption one image; seeded from (seed, image index) only, never worker order."""
-    rng = np.random.default_rng([job.seed, 0xB1BD, job.index])
+    rng = image_rng(job.seed, job.index)
     bird = sample_bird(job.species, rng)
     image, _, bbox = draw_bird(bird, job.image_size)
     key = _image_key(job.species, job.number)
@@ -215,8 +225,8 @@ def render_dataset(
     for sp in species:
         (cub / "images" / sp.folder).mkdir(parents=True, exist_ok=True)
         (root / "text" / sp.folder).mkdir(parents=True, exist_ok=True)
-    jobs = [_Job(i * images_per_species + n, sp, n + 1, image_size, captions_per_image, seed, str(root))
-            for i, sp in enumerate(species) for n in range(images_per_species)]
+    jobs = [_Job(image_index(sp, n + 1, images_per_species), sp, n + 1, image_size, captions_per_image, seed, str(root))
+            for sp in species for n in range(images_per_species)]
 
     results: list[Any] = [None] * len(jobs)
     workers = (os.cpu_count() or 1) if workers is None else max(1, int(workers))
