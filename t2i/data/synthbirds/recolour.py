@@ -19,17 +19,18 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
-import torch
 from PIL import Image
 
 from t2i.data.attributes import COLOUR_WORDS, COLOURS
-from t2i.data.images import crop_box
 from t2i.data.synthbirds.drawing import draw_bird
 from t2i.data.synthbirds.render import image_index, image_rng, read_summary
 from t2i.data.synthbirds.species import Bird, Species, make_species, sample_bird
 from t2i.errors import DataError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["PaletteSwap"]
 
@@ -95,6 +96,8 @@ class PaletteSwap:
     def sample(self, generator: torch.Generator | None = None) -> dict[str, str] | None:
         """A random permutation ``{colour: new colour}`` of the palette (of ``colours``; the others map to
         themselves), or None (no swap) with 1 - probability."""
+        import torch  # here, not at import: the package's render workers run without torch
+
         if self.probability <= 0.0 or float(torch.rand((), generator=generator)) >= self.probability:
             return None
         order = torch.randperm(len(self.colours), generator=generator).tolist()
@@ -113,6 +116,8 @@ class PaletteSwap:
     def image(self, key: str, mapping: Mapping[str, str]) -> Image.Image:
         """Image ``key`` drawn with every palette colour ``c`` replaced by ``mapping[c]``, cropped around the bird
         as :func:`t2i.data.images.load_image` crops (AttnGAN's square box crop)."""
+        from t2i.data.images import crop_box  # torch-free import of the package, as above
+
         bird = self.bird(key)
         colours = {part: mapping.get(c, c) for part, c in bird.species.colours.items()}
         bird = replace(bird, species=replace(bird.species, colours=colours))
