@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from t2i.errors import CheckpointError, ConfigError, TrainingError
 from t2i.losses.damsm import CaptionNegatives, DAMSMLoss, DAMSMLossOutput, same_class_mask, word_region_scores
-from t2i.metrics.r_precision import fold_means, true_first
+from t2i.metrics.r_precision import fold_means, sample_mismatched_captions, true_first
 from t2i.models.damsm import save_image_encoder, save_text_encoder, vocab_dict
 from t2i.runtime import Precision, resolve_device, rng_state, set_rng_state
 from t2i.structures import Batch
@@ -185,10 +185,8 @@ class DAMSMTrainer:
         attributes: ``(heads, labels)`` of :mod:`t2i.training.attribute_heads`: part-colour classifiers shared by
             the image and sentence vectors, trained beside the DAMSM loss; None: AttnGAN.
         attribute_weight: weight of that loss (``model.attribute_weight``).
-        seen_loader: training images at the evaluation transform (no augmentation); their R-precision is
-            reported as ``seen/r_precision`` beside ``test/r_precision``. Test species are unseen in training,
-            so a large gap between the two says the encoders recognise the training species rather than
-            read part colours. None: not measured.
+        seen_loader: training images at the evaluation transform, scored as ``seen/r_precision``: far above
+            ``test/r_precision`` (unseen species) = the encoders recognise species, not part colours.
     """
 
     def __init__(self, text_encoder: nn.Module, image_encoder: nn.Module, train_loader: Iterable[Batch],
@@ -388,8 +386,6 @@ class DAMSMTrainer:
         image_all, sent_all = torch.cat(image_vecs), torch.cat(sent_vecs)
         classes = torch.cat(class_ids).numpy()
         if len(image_all) >= self.folds and len(np.unique(classes)) > 1:
-            from t2i.metrics.r_precision import sample_mismatched_captions
-
             idx = sample_mismatched_captions(classes, 99, rng=self.seed)  # (N, 99) indices into the test captions
             mean, std, _ = _r_precision(image_all, sent_all, idx, self.folds)
             metrics["test/r_precision"], metrics["test/r_precision_std"] = mean, std
@@ -404,8 +400,7 @@ class DAMSMTrainer:
         else:
             log.warning("R-precision skipped: %d test images of %d classes (need >= %d images, >= 2 classes)",
                         len(image_all), len(np.unique(classes)), self.folds)
-        if self.seen_loader is not None:
-            metrics.update(self._seen_r_precision())
+        metrics.update(self._seen_r_precision() if self.seen_loader is not None else {})
         if self.attribute_heads is not None:  # how well the shared heads read unseen species
             for name, vecs, labels in (("image", image_all, self.attribute_labels.images(keys)),
                                        ("sentence", sent_all, self.attribute_labels.captions(captions))):
@@ -419,22 +414,17 @@ class DAMSMTrainer:
     @torch.no_grad()
     def _seen_r_precision(self) -> dict[str, float]:
         """R-precision on ``seen_loader``'s training images, as ``test/r_precision`` is computed on the test images."""
-        image_vecs, sent_vecs, class_ids = [], [], []
+        columns: list[list[Tensor]] = [[], [], []]  # image vectors, sentence vectors, classes
         for batch in self.seen_loader:
             batch = batch.to(self.device)
             with self.precision.autocast():
-                sentence = self.text_encoder.encode(batch).sentence
-                _, global_feat = self.encode_images(batch)
-            image_vecs.append(global_feat.float().cpu())
-            sent_vecs.append(sentence.float().cpu())
-            class_ids.append(batch.class_ids.cpu())
-        image_all, sent_all = torch.cat(image_vecs), torch.cat(sent_vecs)
-        classes = torch.cat(class_ids).numpy()
-        if len(image_all) < self.folds or len(np.unique(classes)) < 2:
+                row = (self.encode_images(batch)[1], self.text_encoder.encode(batch).sentence, batch.class_ids)
+            for column, value in zip(columns, row):
+                column.append(value.float().cpu())
+        image_all, sent_all, classes = (torch.cat(c) for c in columns)
+        if len(image_all) < self.folds or len(classes.unique()) < 2:
             return {}
-        from t2i.metrics.r_precision import sample_mismatched_captions
-
-        idx = sample_mismatched_captions(classes, 99, rng=self.seed)
+        idx = sample_mismatched_captions(classes.long().numpy(), 99, rng=self.seed)
         mean, std, _ = _r_precision(image_all, sent_all, idx, self.folds)
         return {"seen/r_precision": mean, "seen/r_precision_std": std}
 
