@@ -230,15 +230,19 @@ def test_train_tool_one_line_for_a_bad_value(tmp_path):
     assert not (tmp_path / "birds").exists() and not (tmp_path / "run" / "checkpoint.pt").exists()
 
 
-def test_damsm_refuses_swaps_with_labels_of_stored_captions(rendered, tmp_path):
+@pytest.mark.parametrize("model, fix", [
+    (["model=damsm", "model.attribute_weight=1.0"], "model.attribute_weight=0"),  # labels of the stored captions
+    (["model=damsm_inception", "model.image_size=32"], "model.cache_trunk_features=false"),  # stored images' features
+])
+def test_damsm_refuses_swaps_with_what_was_computed_from_stored_data(rendered, tmp_path, model, fix):
     from hydra import compose, initialize_config_dir
 
     from t2i.recipes import damsm
 
     with initialize_config_dir(str(REPO / "conf"), version_base=None):
-        cfg = compose("train", overrides=["model=damsm", f"data.root={rendered}", "data.recolour=0.5",
-                                          "model.attribute_weight=1.0", "model.batch_size=4", f"run_dir={tmp_path / 'run'}",
+        cfg = compose("train", overrides=[*model, f"data.root={rendered}", "data.recolour=0.5",
+                                          "model.batch_size=4", f"run_dir={tmp_path / 'run'}",
                                           *(f"data.render.{k}={v}" for k, v in SETTINGS.items())])
-    with pytest.raises(ConfigError, match="model.attribute_weight=0"):
+    with pytest.raises(ConfigError, match=fix):
         damsm.train(cfg)
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
