@@ -30,6 +30,7 @@ from t2i.augment import diff_augment, parse_policy
 from t2i.losses.adversarial import discriminator_loss, generator_loss_from_logits
 from t2i.losses.damsm import DAMSMLoss
 from t2i.losses.kl import kl_loss
+from t2i.models.image_encoders import fast_pool_branches
 from t2i.models.layers import fold_batchnorm
 from t2i.structures import Batch, GeneratorOutput, TextEmbedding
 
@@ -115,6 +116,7 @@ class GANLoss(nn.Module):
             return 0
         encoder = copy.deepcopy(self.image_encoder).eval()
         folded = fold_batchnorm(encoder)
+        fast_pool_branches(encoder)  # Inception's pool branches: a backward that runs the forward pool
         self.image_encoder = encoder.to(memory_format=torch.channels_last)
         self.image_channels_last = True
         return folded

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torchvision.models.inception import Inception3
 
 from t2i.errors import CheckpointError, WeightsError
@@ -131,6 +132,7 @@ def test_folded_channels_last_inception_has_the_same_outputs_and_input_gradients
     fast = loss.image_encoder
     assert fast is not plain and any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules())
     assert fast.Conv2d_1a_3x3.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert type(fast.Mixed_6e).__name__ == "FastInceptionC" and type(plain.Mixed_6e).__name__ == "InceptionC"
     images = torch.rand(1, 3, 64, 64, dtype=torch.float64) * 2 - 1
     results = []
     for enc, channels_last in ((plain, False), (fast, True)):
@@ -141,3 +143,25 @@ def test_folded_channels_last_inception_has_the_same_outputs_and_input_gradients
     for a, b in zip(*results):
         assert torch.allclose(a, b, rtol=1e-9, atol=1e-12 * a.abs().max().item())
     assert not any(p.requires_grad for p in fast.parameters())  # frozen: no weight gradients are built
+
+
+def test_self_adjoint_pool_has_the_gradient_of_torchs_average_pool():
+    """The pool branches' 3x3 average (zero padding in the mean) backpropagates by pooling the gradient."""
+    from torch.autograd import gradcheck
+
+    from t2i.models.image_encoders import _BoxPool3x3, fast_pool_branches
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
+    assert gradcheck(_BoxPool3x3.apply, (x,))
+    grad = torch.randn(2, 3, 5, 6, dtype=torch.float64)
+    ours = torch.autograd.grad(_BoxPool3x3.apply(x), x, grad)[0]
+    torchs = torch.autograd.grad(F.avg_pool2d(x, 3, 1, 1), x, grad)[0]
+    assert torch.allclose(ours, torchs, rtol=1e-12, atol=1e-14)
+    # a pool that does not count the padding is not self-adjoint: the check above would catch the swap
+    other = torch.autograd.grad(F.avg_pool2d(x, 3, 1, 1, count_include_pad=False), x, grad)[0]
+    assert not torch.allclose(ours, other, atol=1e-3)
+    encoder = InceptionImageEncoder(embed_dim=8)
+    keys = list(encoder.state_dict())
+    assert fast_pool_branches(encoder) == 9  # Mixed_5b-d, 6b-e, 7b-c
+    assert list(encoder.state_dict()) == keys and fast_pool_branches(encoder) == 0  # already fast
