@@ -10,6 +10,11 @@ back to ``8 ndf``. For R = 64/128/256 this is exactly AttnGAN's / StackGAN++'s `
   bias) to one logit;
 * unconditional (optional): a 4x4 conv (with bias) to one logit.
 
+Optionally (``minibatch_std=G``, not in the references) the code gets ProGAN's minibatch standard deviation
+channel (Karras et al. 2018, Sec. 3): the feature spread over groups of G samples, so that D can see a batch
+whose images are all alike. With BatchNorm, D normalises real and fake batches separately, which hides a
+feature that is constant across the fake batch (the same background on every image).
+
 The references end both heads with a Sigmoid and use ``BCELoss``; here they return logits, and the
 losses in :mod:`t2i.losses.adversarial` use ``BCEWithLogits`` (or hinge), so autocast works.
 """
@@ -42,10 +47,12 @@ class StageDiscriminator(nn.Module):
             DF-GAN-style recipes); the references use none.
         batch_norm: keep the references' BatchNorm layers; False replaces them by identities (a
             per-sample gradient penalty such as MA-GP assumes that samples do not interact in D).
+        minibatch_std: group size of the minibatch standard deviation channel appended to the 4x4 code
+            (ProGAN / StyleGAN: 4); 0: none, as the references.
     """
 
     def __init__(self, resolution: int, ndf: int, cond_dim: int, uncond: bool = True, init: str = "orthogonal",
-                 spectral_norm: bool = False, batch_norm: bool = True):
+                 spectral_norm: bool = False, batch_norm: bool = True, minibatch_std: int = 0):
         super().__init__()
         try:
             num_down = log2_int(resolution, "resolution") - 2  # stride-2 convs down to 4x4
@@ -53,7 +60,10 @@ class StageDiscriminator(nn.Module):
             raise ConfigError(str(err)) from None
         if num_down < 3:
             raise ConfigError(f"StageDiscriminator needs resolution >= 32, got {resolution}")
+        if isinstance(minibatch_std, bool) or not isinstance(minibatch_std, int) or minibatch_std < 0:
+            raise ConfigError(f"minibatch_std must be a group size >= 0 (0: off), got {minibatch_std!r}")
         self.resolution, self.ndf, self.cond_dim = resolution, ndf, cond_dim
+        self.minibatch_std = minibatch_std
         code = 8 * ndf
         layers: list[nn.Module] = [DownBlock(3, ndf, norm=False)]  # first layer: no BatchNorm
         channels = ndf
@@ -65,9 +75,10 @@ class StageDiscriminator(nn.Module):
             layers.append(ConvBlock(channels, target, "leaky_relu"))
             channels = target
         self.encoder = nn.Sequential(*layers)
-        self.joint = ConvBlock(code + cond_dim, code, "leaky_relu")
+        width = code + (1 if minibatch_std else 0)
+        self.joint = ConvBlock(width + cond_dim, code, "leaky_relu")
         self.cond_head = nn.Conv2d(code, 1, kernel_size=4, stride=4)
-        self.uncond_head = nn.Conv2d(code, 1, kernel_size=4, stride=4) if uncond else None
+        self.uncond_head = nn.Conv2d(width, 1, kernel_size=4, stride=4) if uncond else None
         init_weights(self, init)
         if not batch_norm:
             _replace_batch_norm(self)
@@ -81,15 +92,16 @@ class StageDiscriminator(nn.Module):
         return self.uncond_head is not None
 
     def encode(self, images: Tensor) -> Tensor:
-        """``[B, 3, R, R]`` -> image code ``[B, 8ndf, 4, 4]``."""
+        """``[B, 3, R, R]`` -> image code ``[B, 8ndf, 4, 4]`` (``8ndf + 1`` channels with ``minibatch_std``)."""
         if images.shape[-1] != self.resolution or images.shape[-2] != self.resolution:
             raise ValueError(f"StageDiscriminator({self.resolution}) got images of size "
                              f"{tuple(images.shape[-2:])}; pass the {self.resolution} px stage")
-        return self.encoder(images)
+        code = self.encoder(images)
+        return minibatch_std(code, self.minibatch_std) if self.minibatch_std else code
 
     def cond_logits(self, code: Tensor, cond: Tensor) -> Tensor:
         """Matching logits ``[B]`` of image codes ``[B, 8ndf, 4, 4]`` with conditions ``[B, cond_dim]``."""
-        x = torch.cat([code, tile(cond, code.shape[-1])], dim=1)  # (B, 8ndf + cond_dim, 4, 4)
+        x = torch.cat([code, tile(cond, code.shape[-1])], dim=1)  # (B, 8ndf [+1] + cond_dim, 4, 4)
         return self.cond_head(self.joint(x)).flatten()  # (B,)
 
     def uncond_logits(self, code: Tensor) -> Tensor:
@@ -109,6 +121,21 @@ class StageDiscriminator(nn.Module):
         """
         code = self.encode(images)
         return self.cond_logits(code, cond), (self.uncond_logits(code) if self.has_uncond else None)
+
+
+def minibatch_std(x: Tensor, group_size: int, eps: float = 1e-8) -> Tensor:
+    """ProGAN's minibatch standard deviation layer: ``[B, C, H, W]`` -> ``[B, C + 1, H, W]``.
+
+    Sample ``i`` belongs to group ``i % (B // G)`` (ProGAN's ``reshape(G, -1, C, H, W)``); the extra channel holds,
+    at every position, the group's standard deviation (biased, over its ``G`` samples) averaged over channels and
+    positions. ``G`` is ``group_size``, or the largest divisor of ``B`` below it when ``B`` is not a multiple.
+    """
+    b, c, h, w = x.shape
+    g = max(d for d in range(1, min(group_size, b) + 1) if b % d == 0)
+    y = x.float().reshape(g, b // g, c, h, w)
+    std = (y.var(dim=0, unbiased=False) + eps).sqrt().mean(dim=(1, 2, 3))  # (B // G,)
+    channel = std.to(x.dtype).repeat(g).reshape(b, 1, 1, 1).expand(b, 1, h, w)
+    return torch.cat([x, channel], dim=1)
 
 
 def build_discriminators(resolutions: Sequence[int], ndf: int | Sequence[int], cond_dim: int,

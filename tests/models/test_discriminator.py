@@ -83,3 +83,44 @@ def test_spectral_norm_and_no_batch_norm_options():
     plain = StageDiscriminator(64, 4, cond_dim=6)
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules()) > 0
     assert sum(p.numel() for p in plain.parameters()) > sum(p.numel() for p in d.parameters())  # BN affine gone
+
+
+def test_minibatch_std_channel_matches_progan():
+    from t2i.models.discriminator import minibatch_std
+    torch.manual_seed(0)
+    x = torch.randn(8, 3, 2, 2)
+    out = minibatch_std(x, 4)
+    assert out.shape == (8, 4, 2, 2)
+    torch.testing.assert_close(out[:, :3], x)
+    groups = x.reshape(4, 2, 3, 2, 2)  # sample i is in group i % 2 (ProGAN's reshape(G, -1, C, H, W))
+    expected = groups.std(dim=0, unbiased=False).mean(dim=(1, 2, 3))
+    for i in range(8):
+        assert torch.allclose(out[i, 3], expected[i % 2].expand(2, 2), atol=1e-6)
+    assert not torch.allclose(expected[0], expected[1])
+    # a batch of one repeated image has no spread; a batch of 6 uses groups of 3, the largest divisor <= 4
+    assert minibatch_std(x[:1].expand(4, -1, -1, -1), 4)[:, 3].max() < 1e-3
+    six = minibatch_std(x[:6], 4)[:, 3, 0, 0]
+    torch.testing.assert_close(six[0], x[:6].reshape(3, 2, 3, 2, 2).std(0, unbiased=False).mean(dim=(1, 2, 3))[0])
+
+
+def test_minibatch_std_discriminator_sees_a_collapsed_batch():
+    torch.manual_seed(0)
+    d = StageDiscriminator(32, ndf=2, cond_dim=5, minibatch_std=4)
+    plain = StageDiscriminator(32, ndf=2, cond_dim=5)
+    assert d.joint[0].weight.shape[1] == plain.joint[0].weight.shape[1] + 1
+    assert d.uncond_head.weight.shape[1] == plain.uncond_head.weight.shape[1] + 1
+    assert set(d.state_dict()) == set(plain.state_dict())
+    images, cond = torch.rand(4, 3, 32, 32) * 2 - 1, torch.randn(4, 5)
+    assert d.encode(images).shape == (4, 17, 4, 4)
+    d.eval()  # BatchNorm with running statistics: a sample's logits depend on the others only through the std
+    collapsed = images[:1].expand(4, -1, -1, -1)
+    varied = torch.cat([images[:1], images[1:]])
+    assert not torch.allclose(d(collapsed, cond)[1][0], d(varied, cond)[1][0])
+    plain.eval()
+    torch.testing.assert_close(plain(collapsed, cond)[1][0], plain(varied, cond)[1][0])
+    cond_logits, uncond_logits = d(images, cond)
+    (cond_logits.sum() + uncond_logits.sum()).backward()
+    assert all(p.grad is not None for p in d.parameters())
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ConfigError, match="minibatch_std"):
+            StageDiscriminator(32, ndf=2, cond_dim=5, minibatch_std=bad)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from t2i.io import load_checkpoint
+
 ROOT = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("learning_curve", ROOT / "tools" / "learning_curve.py")
 learning_curve = importlib.util.module_from_spec(spec)
@@ -68,7 +70,7 @@ def test_damsm_then_attngan_curves_resume(tmp_path):
              "metrics.r_precision.folds=2", "metrics.attribute_accuracy.steps=3", "metrics.attribute_accuracy.width=4",
              "metrics.attribute_accuracy.image_size=16", "model.loss=hinge", "model.ma_gp_weight=2",
              "model.augment=[translation,cutout]", "model.discriminator.spectral_norm=true",
-             "model.discriminator.batch_norm=false", f"run_dir={gan}", *common]
+             "model.discriminator.batch_norm=false", "model.discriminator.minibatch_std=2", f"run_dir={gan}", *common]
     proc = run("train.max_steps=2", *small, cwd=tmp_path)
     assert "step 2: " in proc.stdout and "attribute_accuracy " in proc.stdout
     first = json.loads((gan / "learning_curve.json").read_text())
@@ -81,6 +83,10 @@ def test_damsm_then_attngan_curves_resume(tmp_path):
     resumed = json.loads((gan / "learning_curve.json").read_text())
     assert resumed["points"][:2] == first["points"] and resumed["points"][2]["step"] == 3
     assert json.loads((gan / "export" / "model.json").read_text())["step"] == 3
+    saved = load_checkpoint(gan / "checkpoint.pt")  # the D levers reached the models: 4x4 code + std channel
+    assert [d["kwargs"]["minibatch_std"] for d in saved["model_spec"]["discriminators"]] == [2, 2]
+    assert saved["discriminators"]["0.uncond_head.bias"].shape == (1,)
+    assert saved["discriminators"]["0.uncond_head.parametrizations.weight.original"].shape[1] == 8 * 4 + 1
     # plot-only mode overlays curves
     out = tmp_path / "both.png"
     learning_curve.plot_curves([resumed, curve], out)
