@@ -120,6 +120,8 @@ class Batch(_TensorStruct):
         caption_texts: the caption strings that were tokenised.
         caption_ids: ``[B]`` which of the record's captions was used.
         wrong_texts: the mismatched caption strings (for encoders that tokenise text themselves).
+        recolourings: per example, the palette swap drawn for it (``{colour: new colour}``, ``data.recolour``)
+            or None; empty when the data set swaps nothing.
     """
 
     images: list[Tensor]
@@ -132,6 +134,7 @@ class Batch(_TensorStruct):
     caption_texts: list[str] = field(default_factory=list)
     caption_ids: Tensor | None = None
     wrong_texts: list[str] = field(default_factory=list)
+    recolourings: list[dict[str, str] | None] = field(default_factory=list)
 
     @property
     def pad_mask(self) -> Tensor:

@@ -175,7 +175,7 @@ class TextImageDataset(Dataset):
             dict with ``images`` (list of ``[3, S_i, S_i]`` in [-1, 1]), ``caption`` (``[L]`` long,
             no padding), ``length``, ``class_id``, ``key``, ``caption_text``, ``caption_index``,
             ``index`` (the record actually used; differs from ``index`` after a skipped bad image),
-            and, with mismatched captions, ``wrong_caption`` / ``wrong_length`` / ``wrong_key``.
+            ``recolouring`` (the palette swap drawn, or None), and, with mismatched captions, ``wrong_caption`` / ``wrong_length`` / ``wrong_key``.
         """
         gen = self._generator(index)
         mapping = self.recolour.sample(gen) if self.recolour is not None else None
@@ -189,7 +189,7 @@ class TextImageDataset(Dataset):
         ids, text = self._caption(index, cap_ix, gen, mapping)
         item = {"images": images, "caption": torch.tensor(ids, dtype=torch.long), "length": len(ids),
                 "class_id": int(record.class_id), "key": record.key, "caption_text": text,
-                "caption_index": cap_ix, "index": index}
+                "caption_index": cap_ix, "index": index, "recolouring": mapping}
         if self.wrong_captions:
             j = self._wrong_index(index, gen)
             wrong_ix = int(torch.randint(len(self.records[j].captions), (1,), generator=gen))
@@ -230,6 +230,8 @@ def collate(items: Sequence[dict[str, Any]], wrong_captions: bool = True) -> Bat
         caption_texts=[it["caption_text"] for it in items],
         caption_ids=torch.tensor([it["caption_index"] for it in items], dtype=torch.long),
     )
+    if any(it.get("recolouring") is not None for it in items):
+        batch.recolourings = [it.get("recolouring") for it in items]
     if wrong_captions:
         if any("wrong_caption" not in it for it in items):
             raise ValueError("items have no mismatched captions (one class only, or wrong_captions=False "

@@ -86,11 +86,10 @@ def train(cfg: Any) -> dict[str, float]:
     text_encoder, image_encoder = build_encoders(cfg, len(vocab))
     cache = use_feature_cache(model, image_encoder)
     attribute_weight = float(option(model, "attribute_weight", 0.0))
-    if train_ds.recolour is not None and (cache or attribute_weight > 0):
-        what = "cached trunk features of the stored images" if cache else "part-colour labels of the stored captions"
+    if train_ds.recolour is not None and cache:
         raise ConfigError(f"data.recolour={option(cfg.data, 'recolour')} redraws training images, but this DAMSM "
-                          f"trains on {what}; set data.recolour=0 or "
-                          + ("model.cache_trunk_features=false" if cache else "model.attribute_weight=0"))
+                          "trains on cached trunk features of the stored images; set data.recolour=0 or "
+                          "model.cache_trunk_features=false")
     seen_loader = None
     seen_every = int(option(model, "seen_r_precision", 3) or 0)
     if seen_every > 0:  # every k-th training image, untouched: R-precision on species the encoders have seen
@@ -112,7 +111,8 @@ def train(cfg: Any) -> dict[str, float]:
         from t2i.training.attribute_heads import build_attribute_supervision
 
         records = list(train_ds.records) + list(test_ds.records)  # test labels: evaluation of the heads only
-        attributes = build_attribute_supervision(records, text_encoder.out_dim, attribute_weight)
+        swaps = train_ds.recolour.colours if train_ds.recolour is not None else ()
+        attributes = build_attribute_supervision(records, text_encoder.out_dim, attribute_weight, colours=swaps)
     trainer = DAMSMTrainer(
         text_encoder, image_encoder, train_loader, test_loader, run_dir,
         lr=float(model.lr), epochs=int(model.epochs), max_steps=run_option(cfg, "max_steps"),

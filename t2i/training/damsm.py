@@ -265,7 +265,7 @@ class DAMSMTrainer:
         self.last_attribute_loss = None
         if negatives and self.attribute_heads is not None and self.attribute_weight > 0:
             heads, labels = self.attribute_heads, self.attribute_labels
-            self.last_attribute_loss = (heads.loss(global_feat, labels.images(batch.keys))
+            self.last_attribute_loss = (heads.loss(global_feat, labels.images(batch.keys, batch.recolourings))
                                         + heads.loss(text.sentence, labels.captions(batch.caption_texts)))
             out.loss = out.loss + self.attribute_weight * self.last_attribute_loss
         return out

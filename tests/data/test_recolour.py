@@ -230,19 +230,59 @@ def test_train_tool_one_line_for_a_bad_value(tmp_path):
     assert not (tmp_path / "birds").exists() and not (tmp_path / "run" / "checkpoint.pt").exists()
 
 
-@pytest.mark.parametrize("model, fix", [
-    (["model=damsm", "model.attribute_weight=1.0"], "model.attribute_weight=0"),  # labels of the stored captions
-    (["model=damsm_inception", "model.image_size=32"], "model.cache_trunk_features=false"),  # stored images' features
-])
-def test_damsm_refuses_swaps_with_what_was_computed_from_stored_data(rendered, tmp_path, model, fix):
+def _damsm_cfg(rendered, tmp_path, *overrides):
     from hydra import compose, initialize_config_dir
 
+    with initialize_config_dir(str(REPO / "conf"), version_base=None):
+        return compose("train", overrides=[*overrides, f"data.root={rendered}", "data.recolour=0.5",
+                                           "model.batch_size=4", f"run_dir={tmp_path / 'run'}",
+                                           *(f"data.render.{k}={v}" for k, v in SETTINGS.items())])
+
+
+def test_damsm_refuses_swaps_with_cached_features_of_the_stored_images(rendered, tmp_path):
     from t2i.recipes import damsm
 
-    with initialize_config_dir(str(REPO / "conf"), version_base=None):
-        cfg = compose("train", overrides=[*model, f"data.root={rendered}", "data.recolour=0.5",
-                                          "model.batch_size=4", f"run_dir={tmp_path / 'run'}",
-                                          *(f"data.render.{k}={v}" for k, v in SETTINGS.items())])
-    with pytest.raises(ConfigError, match=fix):
+    cfg = _damsm_cfg(rendered, tmp_path, "model=damsm_inception", "model.image_size=32")
+    with pytest.raises(ConfigError, match="model.cache_trunk_features=false"):
         damsm.train(cfg)
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_part_colour_labels_follow_the_swap_of_each_example(rendered):
+    from t2i.data.dataset import collate
+    from t2i.training.attribute_heads import build_attribute_supervision
+
+    train, test, _ = build_datasets(_data_cfg(rendered, recolour=0.5), base_size=16, num_stages=1)
+    heads, labels = build_attribute_supervision(list(train.records) + list(test.records), 8, 1.0,
+                                                colours=train.recolour.colours)
+    assert all(set(train.recolour.colours) <= set(values) for values in labels.schema.values())
+    batch = collate([train[i] for i in range(len(train))], wrong_captions=False)
+    swapped = [m is not None for m in batch.recolourings]
+    assert 0 < sum(swapped) < len(batch)  # probability 0.5: both kinds in the batch
+    image_rows, caption_rows = labels.images(batch.keys, batch.recolourings), labels.captions(batch.caption_texts)
+    stored_rows = labels.images(batch.keys)
+    named = caption_rows >= 0
+    assert named.sum() >= len(batch)  # every caption names a part colour or more
+    # the caption was swapped with the image: every part colour it names is the redrawn bird's
+    assert torch.equal(image_rows[named], caption_rows[named])
+    for b, key in enumerate(batch.keys):
+        bird = train.recolour.bird(key)
+        mapping = batch.recolourings[b] or IDENTITY
+        parts = labels.parts
+        expected = [labels.schema[p].index(mapping[bird.species.colours[p]]) if p in bird.species.colours else -1
+                    for p in parts]
+        assert image_rows[b].tolist() == expected
+        assert torch.equal(image_rows[b], stored_rows[b]) == (not swapped[b] or all(
+            mapping[c] == c for c in bird.species.colours.values()))
+    assert collate([test[0], test[1]], wrong_captions=False).recolourings == []
+
+
+def test_damsm_trains_part_colour_heads_on_swapped_images(rendered, tmp_path):
+    from t2i.recipes import damsm
+
+    cfg = _damsm_cfg(rendered, tmp_path, "model=damsm", "model.attribute_weight=1.0", "model.image_size=32",
+                     "model.image_encoders.light.width=4", "encoder.word_dim=8", "encoder.hidden_dim=8",
+                     "train.max_steps=2", "train.precision=fp32", "device=cpu")
+    metrics = damsm.train(cfg)
+    assert 0.0 <= metrics["test/attribute_acc_image"] <= 1.0
+    assert (tmp_path / "run" / "checkpoint.pt").exists()

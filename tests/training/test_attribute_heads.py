@@ -26,6 +26,22 @@ def test_labels_of_images_and_captions():
     assert labels.captions([]).shape == (0, 2)
 
 
+def test_labels_of_swapped_images_pass_through_the_swap():
+    records = [_record("a", {"crown": "green", "wing": "yellow"}), _record("b", {"crown": "red"})]
+    labels = AttributeLabels(records, SCHEMA)
+    swap = {"green": "black", "yellow": "blue", "red": "white"}  # white: outside the crown's schema
+    assert labels.images(["a", "b"], [swap, None]).tolist() == [[0, 0], [2, -1]]
+    assert labels.images(["a", "b"], [None, swap]).tolist() == [[1, 1], [-1, -1]]
+    assert labels.images(["a", "b"], []).tolist() == labels.images(["a", "b"]).tolist() == [[1, 1], [2, -1]]
+    with pytest.raises(ValueError, match="1 recolourings for 2 images"):
+        labels.images(["a", "b"], [swap])
+    heads, wide = build_attribute_supervision(records * 2 + [_record("c", {"crown": "green", "wing": "blue"})], 4, 1.0,
+                                              colours=["white", "green"])
+    assert wide.schema == {"crown": ["green", "red", "white"], "wing": ["blue", "green", "white", "yellow"]}
+    assert heads.heads["wing"].out_features == 4
+    assert wide.images(["b"], [swap]).tolist() == [[2, -1]]
+
+
 def test_schema_from_records_keeps_colour_parts_with_two_values():
     records = [_record("a", {"crown": "green", "wing": "blue", "size": "small"}),
                _record("b", {"crown": "red", "wing": "blue"})]
