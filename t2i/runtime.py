@@ -132,9 +132,10 @@ def probe_cpu_precisions(shape: ProbeShape = ProbeShape(), reps: int = 3) -> dic
     A few passes at the model's own channels and resolution: well under a second on a CPU with native bf16
     (the only place it runs). Stops early when bf16 is already 3x slower than fp32.
     """
-    block = torch.nn.Sequential(torch.nn.Conv2d(shape.channels, shape.channels, 3, padding=1, bias=False),
-                                torch.nn.BatchNorm2d(shape.channels), torch.nn.LeakyReLU(0.2),
-                                torch.nn.Conv2d(shape.channels, shape.channels, 3, padding=1, bias=False))
+    with torch.random.fork_rng(devices=[]):  # initialising the block must not move the run's random stream
+        block = torch.nn.Sequential(torch.nn.Conv2d(shape.channels, shape.channels, 3, padding=1, bias=False),
+                                    torch.nn.BatchNorm2d(shape.channels), torch.nn.LeakyReLU(0.2),
+                                    torch.nn.Conv2d(shape.channels, shape.channels, 3, padding=1, bias=False))
     x = torch.randn(shape.batch, shape.channels, shape.size, shape.size, generator=torch.Generator().manual_seed(0))
     times: dict[str, float] = {}
     for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):

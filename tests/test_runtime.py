@@ -118,8 +118,11 @@ def test_probe_is_cached_per_machine_and_shape(monkeypatch, tmp_path):
 
 
 def test_real_probe_times_both_precisions():
+    torch.manual_seed(3)
+    state = torch.get_rng_state()
     times = rt.probe_cpu_precisions(ProbeShape(channels=4, size=8, batch=1), reps=1)
     assert set(times) == {"fp32", "bf16"} and all(0 < t < 60 for t in times.values())
+    assert torch.equal(torch.get_rng_state(), state)  # a probe (run or cached) leaves a run's random stream alone
 
 
 def test_threads_follow_usable_cores(monkeypatch):

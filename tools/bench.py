@@ -214,11 +214,13 @@ def bench_group(cfg, device, kind: str, batch_size: int, resolution: int | None,
 
 # ---------------------------------------------------------------------------------------------- side by side
 # t2i trainer options of the side-by-side cases; "plain" is the step as it was before issue 14, "onednn" today's
-# default with every convolution on oneDNN (the default before train.gemm_conv).
+# default with every convolution on oneDNN (the default before train.gemm_conv), "direct_upsample" today's default
+# with G's upsampling as nearest x2 + conv3x3 (the default before train.transposed_upsample).
 # Every option runs at side_by_side.precision (default auto, the trainer's default: bf16 where this CPU has native
 # bf16 and the probe shows it faster, else fp32) except those SIDE_PRECISIONS pins.
-SIDE_OPTIONS = {"plain": {"fast_damsm": False, "adam": "loop", "gemm_conv": "false"}, "default": {},
-                "fp32": {}, "bf16": {}, "onednn": {"gemm_conv": "false"}, "channels_last": {"channels_last": True},
+SIDE_OPTIONS = {"plain": {"fast_damsm": False, "adam": "loop", "gemm_conv": "false", "transposed_upsample": "false"},
+                "default": {}, "fp32": {}, "bf16": {}, "onednn": {"gemm_conv": "false"},
+                "direct_upsample": {"transposed_upsample": "false"}, "channels_last": {"channels_last": True},
                 "compile": {"compile": True}}
 SIDE_PRECISIONS = {"plain": "fp32", "fp32": "fp32", "bf16": "bf16"}
 

@@ -9,7 +9,8 @@ PY=${PYTHON:-python}
 echo "== 1/4 render the synthetic birds (data/synthbirds, CUB layout)"
 $PY tools/prepare_data.py data=synthbirds
 echo "== 2/4 pretrain the DAMSM text and image encoders at 32 px (runs/synthbirds/damsm)"
-$PY tools/train.py model=damsm "$@"
+# palette swaps of its training images and part-colour heads: README "Quick start, with palette swaps"
+$PY tools/train.py model=damsm data.recolour=1 model.attribute_weight=5 "$@"
 echo "== 3/4 train AttnGAN, 32 -> 64 px (runs/synthbirds/attngan)"
 $PY tools/train.py model=attngan "$@"
 echo "== 4/4 generate"

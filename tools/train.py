@@ -35,6 +35,8 @@ def check_settings(cfg: DictConfig) -> None:
     check.choice(run.precision, "train.precision", ["auto", "fp32", "bf16", "fp16"])
     check.choice(run.resume, "train.resume", ["auto", "never"])
     check.choice(run.get("adam", "fused"), "train.adam", ["fused", "foreach", "loop"])
+    for key in ("gemm_conv", "transposed_upsample"):  # YAML reads true / false as booleans
+        check.choice(str(run.get(key, "auto")).lower(), f"train.{key}", ["auto", "true", "false"])
     check.integer(run.get("batch_size"), "train.batch_size", minimum=1, optional=True)
     check.integer(run.get("max_steps"), "train.max_steps", minimum=1, optional=True)
     for key in ("log_every", "image_every", "ckpt_every"):

@@ -67,18 +67,81 @@ class ConvBlock(nn.Sequential):
         super().__init__(conv3x3(in_channels, width), nn.BatchNorm2d(width), make_activation(activation))
 
 
+# Row r of the 3x3 kernel lands on tap k of the 4-tap kernel of a stride-2 transposed convolution (padding 1)
+# that computes nearest x2 upsampling followed by the 3x3 convolution: output row 2i reads input rows i-1 (w0) and
+# i (w1 + w2), output row 2i+1 reads rows i (w0 + w1) and i+1 (w2).
+_UPSAMPLE_TAPS = ((0.0, 0.0, 1.0), (0.0, 1.0, 1.0), (1.0, 1.0, 0.0), (1.0, 0.0, 0.0))
+
+
+def upsample_conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``conv3x3(nearest_upsample_x2(x))`` (padding 1) as one stride-2 transposed convolution with a 4x4 kernel.
+
+    Each output pixel of the upsampled convolution sees a 2x2 block of input pixels, so the 3x3 weights fold
+    into four 2x2 kernels, one per output phase: the same function in 16 instead of 36 products per input pixel
+    and channel pair, without the upsampled tensor. Equal to the two-step form within float32 rounding (the
+    folded taps add two weights before they multiply); ``weight`` keeps its ``[out, in, 3, 3]`` shape, so
+    parameters, gradients and state dicts are those of the 3x3 convolution.
+
+    Args:
+        x: ``[B, C, H, W]``.
+        weight: ``[N, C, 3, 3]``; bias ``[N]`` or None.
+
+    Returns:
+        ``[B, N, 2H, 2W]``.
+    """
+    with torch.autocast(x.device.type, enabled=False):  # fold in fp32; the convolution itself runs under autocast
+        taps = weight.new_tensor(_UPSAMPLE_TAPS)  # (4, 3)
+        kernel = torch.einsum("kr,ls,ncrs->cnkl", taps, taps, weight)  # (C, N, 4, 4): conv_transpose2d's layout
+    return F.conv_transpose2d(x, kernel, bias, stride=2, padding=1)
+
+
 class UpBlock(nn.Sequential):
     """Nearest x2 upsampling -> conv3x3 -> BatchNorm -> activation (the references' ``upBlock``).
 
     Args:
         in_channels / out_channels: channels before and after (GLU convolves to ``2 * out_channels``).
         activation: ``glu`` (AttnGAN, StackGAN++) or ``relu`` (StackGAN v1).
+
+    With ``transposed = True`` (set by :func:`use_transposed_upsampling`) the upsampling and the convolution run
+    as one transposed convolution (:func:`upsample_conv3x3`): the same modules, parameters and function.
     """
+
+    transposed = False
 
     def __init__(self, in_channels: int, out_channels: int, activation: str = "glu"):
         width = _width(out_channels, activation)
         super().__init__(nn.Upsample(scale_factor=2, mode="nearest"), conv3x3(in_channels, width),
                          nn.BatchNorm2d(width), make_activation(activation))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.transposed:
+            return super().forward(x)
+        conv = self[1]
+        x = upsample_conv3x3(x, conv.weight, conv.bias)
+        for layer in list(self)[2:]:
+            x = layer(x)
+        return x
+
+
+def use_transposed_upsampling(module: nn.Module, enabled: bool = True) -> int:
+    """Run every :class:`UpBlock` below ``module`` as one transposed convolution (or back); returns how many.
+
+    The fold needs the block as built: nearest x2 upsampling, then a plain 3x3 convolution (padding 1, stride 1,
+    groups 1, no parametrization such as spectral norm); other blocks are left as they are.
+    """
+    count = 0
+    for block in module.modules():
+        if isinstance(block, UpBlock):
+            up, conv = block[0], block[1]
+            plain = (isinstance(up, nn.Upsample) and up.mode == "nearest" and up.scale_factor in (2, 2.0)
+                     and type(conv) is nn.Conv2d and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
+                     and conv.padding == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1
+                     and conv.padding_mode == "zeros" and not nn.utils.parametrize.is_parametrized(conv)
+                     and not hasattr(conv, "weight_orig"))  # nor the hook form of spectral norm
+            if plain:
+                block.transposed = enabled
+                count += 1
+    return count
 
 
 class DownBlock(nn.Sequential):

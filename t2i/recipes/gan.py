@@ -176,6 +176,7 @@ def build_trainer(cfg) -> GANTrainer:
         channels_last=bool(option(cfg.train, "channels_last", False)), compile=bool(option(cfg.train, "compile", False)),
         fast_damsm=bool(option(cfg.train, "fast_damsm", True)), adam=str(option(cfg.train, "adam", "fused")),
         gemm_conv=option(cfg.train, "gemm_conv", "auto"),
+        transposed_upsample=option(cfg.train, "transposed_upsample", "auto"),
         lr_decay_steps=int(decay_epochs) * max(len(loader), 1) if decay_epochs else None,
     )
     run_dir = Path(str(cfg.run_dir))

@@ -20,7 +20,7 @@ from t2i.errors import CheckpointError, DataError, TrainingError
 from t2i.export import write_export
 from t2i.io import load_checkpoint, load_state_dict_strict, save_checkpoint, start_over
 from t2i.losses.gan import mode_seeking_loss
-from t2i.models.layers import shared_weight_casts
+from t2i.models.layers import shared_weight_casts, use_transposed_upsampling
 from t2i.runtime import DistInfo, Precision, rng_state, set_rng_state
 from t2i.structures import Batch, TextEmbedding
 from t2i.training.distributed import average_gradients, broadcast_parameters, rank_slice
@@ -61,6 +61,8 @@ class GANTrainerSettings:
     fast_damsm: bool = True  # the frozen DAMSM image encoder with its BatchNorms folded, channels-last (same function)
     adam: str = "fused"  # Adam's implementation: loop (per tensor) | foreach (multi-tensor) | fused (one kernel, fastest)
     gemm_conv: str | bool = "auto"  # D's convolutions with outputs of at most 8x8 as one GEMM: auto (measured) | true | false
+    # G's upsampling blocks (nearest x2 + conv3x3) as one transposed convolution: auto (on the CPU) | true | false
+    transposed_upsample: str | bool = "auto"
 
 
 ADAM_IMPLEMENTATIONS = ("loop", "foreach", "fused")
@@ -122,6 +124,7 @@ class GANTrainer:
         self.gemm_convs: dict[str, str] | None = None  # chosen at the first step, at its shapes
         if s.fast_damsm and hasattr(self.loss, "fast_image_encoder"):
             self.loss.fast_image_encoder()
+        self.transposed_upsampling = self._use_transposed_upsampling(str(s.transposed_upsample).lower())
         if s.channels_last:  # NHWC lets oneDNN / cuDNN pick their fast (bf16, AMX, tensor-core) kernels
             for module in (self.generator, self.discriminators, self.loss):
                 module.to(memory_format=torch.channels_last)
@@ -134,6 +137,7 @@ class GANTrainer:
         self.opt_d = [make_adam(d.parameters(), s.lr_d, s.betas, s.adam) for d in self.discriminators]
         self.scaler = precision.grad_scaler()
         self.step = 0
+        self.images_seen = 0  # by all ranks together since this process started (the logged images_per_s)
         self.logger = RunLogger(self.run_dir, enabled=self.dist.is_main)
         self.fixed_noise: torch.Tensor | None = None
         self.fixed_batch: Batch | None = None
@@ -280,6 +284,18 @@ class GANTrainer:
                      "".join(f"; {k}: {v}" for k, v in chosen.items()))
         return chosen
 
+    def _use_transposed_upsampling(self, mode: str) -> int:
+        """``train.transposed_upsample``: the generator's nearest x2 + conv3x3 blocks as one transposed convolution
+        (:func:`t2i.models.layers.upsample_conv3x3`; same parameters and function). ``auto`` turns it on on the CPU,
+        where it was measured (1.2-4x faster forward + backward per block); CUDA keeps the two-step form."""
+        if mode not in ("auto", "true", "false"):
+            raise ValueError(f"transposed_upsample={mode!r}; choose one of auto, true, false")
+        enabled = mode == "true" or (mode == "auto" and self.device.type == "cpu")
+        count = use_transposed_upsampling(self.generator, enabled)
+        if enabled:
+            log.info("transposed_upsample=%s: %d upsampling block(s) of G as one transposed convolution", mode, count)
+        return count if enabled else 0
+
     def _clip_and_step(self, opt: torch.optim.Optimizer, params) -> None:
         params = list(params)
         average_gradients(params, self.dist.world_size)
@@ -305,7 +321,7 @@ class GANTrainer:
         total = self.settings.max_steps
         bar = tqdm(total=total, initial=self.step, desc="train", unit="it", disable=not self.dist.is_main,
                    dynamic_ncols=True)
-        seen, t0 = 0, time.perf_counter()
+        seen0, t0 = self.images_seen, time.perf_counter()
         epoch = 0
         while self.step < total:
             sampler = getattr(self.loader, "sampler", None)
@@ -319,10 +335,10 @@ class GANTrainer:
                     self.fixed_noise = torch.randn(len(batch), self.settings.z_dim,
                                                    generator=torch.Generator().manual_seed(0))
                 logs = self.train_step(batch)
-                seen += len(batch)
+                self.images_seen += len(batch) * self.dist.world_size  # the global batch
                 bar.update(1)
                 if self.step % self.settings.log_every == 0 or self.step == total:
-                    rate = seen / max(time.perf_counter() - t0, 1e-9)
+                    rate = (self.images_seen - seen0) / max(time.perf_counter() - t0, 1e-9)
                     logs["images_per_s"] = rate
                     self.logger.scalars(logs, self.step)
                     bar.set_postfix({k.split("/")[-1] if k.startswith("g/") else k: f"{v:.3g}"

@@ -75,8 +75,9 @@ def probe_conv(shape: ConvShape, reps: int = 2) -> dict[str, float]:
     bf16 = shape.precision == "bf16"
     x0 = torch.randn(shape.batch, shape.channels, shape.height, shape.width, generator=g)
     x0 = x0.bfloat16() if bf16 else x0
-    conv = nn.Conv2d(shape.channels, shape.out_channels, shape.kernel, shape.stride, shape.padding, shape.dilation,
-                     bias=shape.bias)
+    with torch.random.fork_rng(devices=[]):  # the layer's initialisation must not move the run's random stream:
+        conv = nn.Conv2d(shape.channels, shape.out_channels, shape.kernel, shape.stride, shape.padding,
+                         shape.dilation, bias=shape.bias)  # a probe (run or cached) leaves the step the same
     with torch.no_grad():
         conv.weight.copy_(torch.randn(conv.weight.shape, generator=g))
     layers = {"onednn": conv, "gemm": GemmConv2d.from_conv(conv)}

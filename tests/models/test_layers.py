@@ -104,3 +104,45 @@ def test_shared_weight_casts_change_nothing_in_fp32_frozen_or_no_grad():
     assert conv._casts is None
     twin = copy.deepcopy(conv)  # no graph tensors left on the module
     assert torch.equal(twin.weight, conv.weight)
+
+
+@pytest.mark.parametrize("height,width,bias", [(4, 4, False), (5, 3, True), (1, 1, False)])
+def test_upsample_conv3x3_is_nearest_upsampling_then_the_3x3_convolution(height, width, bias):
+    """The transposed-convolution form: the same outputs and the same gradients of input, weight and bias (float64,
+    so any wrong tap shows far above rounding), on odd and non-square sizes and at 1x1 (every tap on the border)."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 5, height, width, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, 5, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(6, generator=g, dtype=torch.float64, requires_grad=True) if bias else None
+    two_step = F.conv2d(F.interpolate(x, scale_factor=2, mode="nearest"), w, b, padding=1)
+    folded = layers.upsample_conv3x3(x, w, b)
+    assert folded.shape == two_step.shape == (2, 6, 2 * height, 2 * width)
+    torch.testing.assert_close(folded, two_step, rtol=1e-12, atol=1e-12)
+    upstream = torch.randn(two_step.shape, generator=g, dtype=torch.float64)
+    inputs = [t for t in (x, w, b) if t is not None]
+    for a, c in zip(torch.autograd.grad(two_step, inputs, upstream), torch.autograd.grad(folded, inputs, upstream)):
+        torch.testing.assert_close(c, a, rtol=1e-12, atol=1e-12)
+
+
+def test_transposed_upsampling_keeps_the_block_its_parameters_and_its_function():
+    torch.manual_seed(0)
+    net = nn.Sequential(layers.UpBlock(8, 4), layers.UpBlock(4, 2, "relu"))
+    x = torch.randn(3, 8, 4, 4)
+    keys, before = list(net.state_dict()), net(x)
+    assert layers.use_transposed_upsampling(net) == 2 and all(b.transposed for b in net)
+    assert list(net.state_dict()) == keys  # the same modules: checkpoints and exports do not change
+    torch.testing.assert_close(net(x), before, rtol=1e-5, atol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the fold in fp32, the convolution under autocast
+        low = net(x)
+    torch.testing.assert_close(low.float(), before, rtol=0.05, atol=0.05)
+    assert layers.use_transposed_upsampling(net, enabled=False) == 2 and not any(b.transposed for b in net)
+
+
+def test_transposed_upsampling_leaves_blocks_it_cannot_fold():
+    spectral, bilinear = layers.UpBlock(4, 2), layers.UpBlock(4, 2)
+    nn.utils.parametrizations.spectral_norm(spectral[1])
+    bilinear[0] = nn.Upsample(scale_factor=2, mode="bilinear")
+    hooked = layers.UpBlock(4, 2)
+    nn.utils.spectral_norm(hooked[1])  # the older hook form keeps weight_orig and recomputes weight in forward
+    assert layers.use_transposed_upsampling(nn.ModuleList([spectral, bilinear, hooked])) == 0
+    assert not (spectral.transposed or bilinear.transposed or hooked.transposed)

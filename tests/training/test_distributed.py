@@ -161,6 +161,7 @@ def _rank_main(rank: int, world: int, port: int, out: str) -> None:
         loader = [shard(b, rank, world) for b in global_batches()]
         trainer = make_trainer(out_dir / f"rank{rank}", info, exact=False, loader=loader)
         result["export"] = str(trainer.fit())
+        result["images_seen"] = trainer.images_seen
         result["real"] = params(trainer)
         # (4) the averaged gradients of one realistic step
         trainer = make_trainer(out_dir / f"grad{rank}", info, exact=False)
@@ -259,3 +260,9 @@ def test_only_rank_zero_writes(ranks):
     assert (rank0 / "export" / "generator.safetensors").is_file() and r0["export"] == str(rank0 / "export")
     assert r1["export"] == "None"
     assert not rank1.exists() or not any(rank1.rglob("*")), sorted(rank1.rglob("*"))
+
+
+def test_images_per_second_counts_the_global_batch(ranks):
+    """The logged images/s is of all ranks together: each rank counts its steps' global batches."""
+    (r0, r1), _ = ranks
+    assert r0["images_seen"] == r1["images_seen"] == STEPS * GLOBAL_BATCH

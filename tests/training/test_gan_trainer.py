@@ -15,6 +15,7 @@ from t2i.models.image_encoders import LightImageEncoder
 from t2i.pipeline import Text2ImagePipeline
 from t2i.runtime import Precision
 from t2i.io import load_checkpoint
+from t2i.models.layers import UpBlock
 from t2i.training.gan import GANTrainer, GANTrainerSettings, Phase
 from tiny_gan import WORDS, tiny_batches
 
@@ -231,6 +232,32 @@ def test_fast_options_give_the_same_updated_parameters(tmp_path):
     torch.manual_seed(0)
     _, _, g0, _, _ = tiny_models()
     assert not torch.allclose(next(g0.parameters()), next(plain.generator.parameters()))
+
+
+def test_transposed_upsampling_gives_the_same_step(tmp_path):
+    """train.transposed_upsample: G's upsampling blocks as one transposed convolution give the same losses, weights
+    (of G and D) and Adam moments as nearest upsampling + 3x3 convolution; auto turns it on on the CPU only."""
+    direct = _trainer_with(tmp_path / "direct", transposed_upsample=False)
+    folded = _trainer_with(tmp_path / "folded", transposed_upsample="true")
+    blocks = [m for m in folded.generator.modules() if isinstance(m, UpBlock)]
+    assert direct.transposed_upsampling == 0 and folded.transposed_upsampling == len(blocks) >= 3
+    assert all(b.transposed for b in blocks) and not any(
+        m.transposed for m in direct.generator.modules() if isinstance(m, UpBlock))
+    assert _trainer_with(tmp_path / "auto").transposed_upsampling == len(blocks)  # auto on the CPU
+    for batch in tiny_batches(n_batches=3):
+        torch.manual_seed(7)
+        logs_direct = direct.train_step(batch)
+        torch.manual_seed(7)
+        assert folded.train_step(batch) == pytest.approx(logs_direct, rel=1e-4, abs=1e-5)
+    for a, b in [(direct.generator, folded.generator), (direct.discriminators, folded.discriminators),
+                 (direct.ema.shadow, folded.ema.shadow)]:
+        assert list(a.state_dict()) == list(b.state_dict())
+        for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+            assert torch.allclose(p.float(), q.float(), rtol=1e-4, atol=2e-5), name
+    for s, t in zip(direct.opt_g.state.values(), folded.opt_g.state.values()):
+        assert torch.allclose(s["exp_avg_sq"], t["exp_avg_sq"], rtol=1e-3, atol=1e-12)
+    with pytest.raises(ValueError, match="transposed_upsample='maybe'"):
+        _trainer_with(tmp_path / "bad", transposed_upsample="maybe")
 
 
 def test_unknown_adam_implementation_is_refused(tmp_path):

@@ -57,8 +57,12 @@ def test_auto_takes_the_small_layers_the_probe_times_faster():
 def test_probe_times_both_kernels_and_is_cached(monkeypatch, tmp_path):
     monkeypatch.setenv("T2I_CACHE_DIR", str(tmp_path))
     shape = ConvShape(2, 8, 8, 8, 16, (4, 4), (2, 2), (1, 1), (1, 1), False)
+    torch.manual_seed(3)
+    state = torch.get_rng_state()
     times = probe_conv(shape, reps=1)
     assert set(times) == {"onednn", "gemm"} and all(t > 0 for t in times.values())
+    # the probe runs at a run's first step or not at all (cached): it must leave the run's random stream alone
+    assert torch.equal(torch.get_rng_state(), state)
     calls = []
     monkeypatch.setattr(kernels, "probe_conv", lambda s: calls.append(s) or {"onednn": 0.2, "gemm": 0.1})
     assert kernels.probe_cached(shape) == ({"onednn": 0.2, "gemm": 0.1}, False)
