@@ -177,7 +177,7 @@ def test_bench_modules_mode_times_each_module_in_each_layout(tmp_path):
     args = [sys.executable, str(repo / "tools" / "bench.py"), f"out={out}", "threads=1", "modules.enabled=true",
             "model.generator.ngf=2", "model.discriminator.ndf=2", "encoder.word_dim=8", "encoder.hidden_dim=4",
             "training.damsm_width=2", "side_by_side.image_encoder=light", "modules.batch_sizes=[2]",
-            "modules.names=[g1,d64,damsm]", "modules.steps=1", "modules.warmup=0"]
+            "modules.names=[g1,d64,damsm]", "modules.steps=1", "modules.warmup=0", "modules.precision=fp32"]
     run = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, timeout=120,
                          env={**os.environ, "T2I_CACHE_DIR": str(tmp_path / "cache")})
     assert run.returncode == 0, run.stderr[-3000:]
@@ -187,4 +187,4 @@ def test_bench_modules_mode_times_each_module_in_each_layout(tmp_path):
     assert set(rows[1]["median"]) == {"nchw", "channels_last", "gemm"}  # the GEMM variant is a discriminator's
     assert set(rows[0]["median"]) == set(rows[2]["median"]) == {"nchw", "channels_last"}
     assert all(t > 0 for r in rows for t in r["median"].values())
-    assert "| 2 | d64 | " in run.stdout
+    assert {r["precision"] for r in rows} == {"fp32"} and "| 2 | d64 | fp32 | " in run.stdout

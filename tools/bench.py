@@ -444,6 +444,14 @@ def module_cases(trainer: GANTrainer, batch: Batch, names: list[str]) -> dict[st
     return cases
 
 
+def under_autocast(fn: Callable[[], None], precision: Precision) -> Callable[[], None]:
+    """``fn`` run inside ``precision``'s autocast, as the trainer runs its modules."""
+    def run():
+        with precision.autocast():
+            fn()
+    return run
+
+
 def run_modules(cfg, device: torch.device, info: dict, command: str) -> None:
     """Per module: seconds of a forward + backward in each variant (interleaved), and NCHW / variant."""
     node = cfg.modules
@@ -457,28 +465,29 @@ def run_modules(cfg, device: torch.device, info: dict, command: str) -> None:
             g = torch.Generator().manual_seed(int(cfg.seed))
             batch = random_batch(int(b), list(trainer.generator.resolutions), int(cfg.training.vocab_size),
                                  int(cfg.data.words_num), g)
+            precision = trainer.precision if str(node.precision) == "auto" else Precision(str(node.precision), device)
             for name, make in module_cases(trainer, batch, [str(n) for n in node.names]).items():
                 kinds = [v for v in variants if v != "gemm" or name[1:].isdigit() and name.startswith("d")]
-                fns = [make(v) for v in kinds]
+                fns = [under_autocast(make(v), precision) for v in kinds]
                 for _ in range(int(node.warmup)):
                     for fn in fns:
                         fn()
                 times = interleaved_times(fns, int(node.steps), device)
                 med = {v: statistics.median(t) for v, t in zip(kinds, times)}
-                rows.append({"batch": int(b), "module": name, "median": med, "times": dict(zip(kinds, times)),
-                             "load": os.getloadavg()[0]})
+                rows.append({"batch": int(b), "module": name, "precision": precision.name, "median": med,
+                             "times": dict(zip(kinds, times)), "load": os.getloadavg()[0]})
                 log.info("b%d %s: %s", b, name, ", ".join(f"{v} {t:.3f} s" for v, t in med.items()))
     info["loadavg_after"] = list(os.getloadavg())
     print(command)
     print(f"{info['cpu_line']}, torch {info['torch']}, load average {info['loadavg'][0]:.2f} before / "
           f"{info['loadavg_after'][0]:.2f} after")
-    print("| batch | module | " + " | ".join(f"{v} s" for v in variants) + " | load |")
-    print("|" + "---|" * (len(variants) + 3))
+    print("| batch | module | precision | " + " | ".join(f"{v} s" for v in variants) + " | load |")
+    print("|" + "---|" * (len(variants) + 4))
     for r in rows:
         base = r["median"].get("nchw")
         cells = [(f"{r['median'][v]:.3f}" + (f" ({base / r['median'][v]:.2f}x)" if base and v != "nchw" else ""))
                  if v in r["median"] else "—" for v in variants]
-        print(f"| {r['batch']} | {r['module']} | " + " | ".join(cells) + f" | {r['load']:.1f} |")
+        print(f"| {r['batch']} | {r['module']} | {r['precision']} | " + " | ".join(cells) + f" | {r['load']:.1f} |")
     print("(Nx) = nchw seconds / variant seconds: above 1 the variant is faster")
     if cfg.out:
         Path(str(cfg.out)).write_text(json.dumps({"command": command, "machine": info, "modules": rows,

@@ -3,23 +3,27 @@
     python tools/evaluate.py checkpoint=runs/synthbirds/attngan/export metrics.names=[fid,r_precision,attribute_accuracy] num_images=500
     python tools/evaluate.py real=true                      # real test images as if generated: FID(train, test), ceilings
     python tools/evaluate.py metrics=dmgan seed=1          # DM-GAN's protocol (tf1 profile, dropped sample per fold)
+    python tools/evaluate.py real=true data.root=data/synthbirds_posed reference_root=data/synthbirds image_size=64 \
+        metrics.names=[fid] num_images=800   # a render with fixed variation (data.render.fixed) against the default one
 
 Images come from the test split's captions (t2i.evaluation.caption_plan); FID/KID compare with the real test
-images (real=true: with the real train images), whose statistics are cached in runs/<data>/stats/. Writes
+images (real=true: with the real train images; reference_root=: with the test images of another data root), whose statistics are cached in runs/<data>/stats/. Writes
 metrics.json and metrics.md into a new folder <run>/eval/NNN (the shipped model's: runs/<data>/eval_pretrained/
 <name>/NNN; or out_dir=, which must not hold an earlier evaluation unless overwrite=true) and prints the table.
 """
 
 import hashlib
 import itertools
+import json
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from t2i import validation as check
 from t2i.cli import guarded, preflight, setup_logging
 from t2i.config import option, to_container
+from t2i.data import synthbirds
 from t2i.data.dataset import TextImageDataset
 from t2i.evaluation import (attribute_ceiling, build_suite, evaluate, format_table, generated_images, real_images,
                             sha256_file, write_results)
@@ -29,10 +33,20 @@ from t2i.recipes.data import build_source
 from t2i.runtime import configure_threads, resolve_device
 
 
-def _fingerprint(records) -> str:
-    """Identifies a split's content for the statistics cache (a re-rendered data set changes it)."""
-    digest = hashlib.sha1("\n".join(f"{r.key}:{r.class_id}" for r in records).encode()).hexdigest()[:16]
-    return f"{len(records)}:{digest}"
+def _fingerprint(records, root) -> str:
+    """Identifies a split's content for the statistics cache: its images and classes, and for a synthetic-bird
+    render its settings (a render with ``fixed`` variation has the same keys and other pixels)."""
+    text = "\n".join(f"{r.key}:{r.class_id}" for r in records)
+    if (Path(str(root)) / synthbirds.MARKER).is_file():
+        text += "\n" + json.dumps(synthbirds.read_summary(root).get("settings"), sort_keys=True)
+    return f"{len(records)}:{hashlib.sha1(text.encode()).hexdigest()[:16]}"
+
+
+def stored_data(data_cfg: DictConfig, root) -> DictConfig:
+    """``data_cfg`` for the data set stored under ``root``, read as it is there: never rendered or re-rendered."""
+    merged = to_container(OmegaConf.merge(data_cfg, {"root": str(root)}))
+    merged.pop("render", None)
+    return OmegaConf.create(merged)
 
 
 def check_settings(cfg: DictConfig) -> None:
@@ -49,6 +63,8 @@ def check_settings(cfg: DictConfig) -> None:
     check.choice(cfg.metrics.precision, "metrics.precision", ["auto", "fp32", "bf16"])
     check.choice(cfg.overwrite, "overwrite", [True, False])
     check.choice(cfg.real, "real", [True, False])
+    if cfg.get("reference_root") is not None:
+        check.existing_path(cfg.reference_root, "reference_root", kind="dir")
     if cfg.metrics.r_precision.get("shuffle_seed") is not None:
         check.seed(cfg.metrics.r_precision.shuffle_seed, "metrics.r_precision.shuffle_seed")
     check.integer(cfg.metrics["is"].get("batch_size"), "metrics.is.batch_size", minimum=1, optional=True)
@@ -111,14 +127,18 @@ def main(cfg: DictConfig) -> None:
     # colours from the train images plus every other test image; its ceiling is measured on the rest.
     test_records = source.records("test")
     judge_ds, holdout_ds = split_records(test_records[0::2]), split_records(test_records[1::2])
-    reference_split = "train" if cfg.real else "test"
+    # FID/KID reference: the test split (real=true: the train split), or the test split of reference_root
+    reference_root = cfg.get("reference_root")
+    reference_source = source if reference_root is None else build_source(stored_data(cfg.data, reference_root))
+    reference_split = "train" if cfg.real and reference_root is None else "test"
+    reference_records = reference_source.records(reference_split)
     workers = int(cfg.workers)
 
     reference_limit = int(cfg.reference_images) if cfg.reference_images else None
 
     def reference():
-        return real_images(split(reference_split) if reference_split == "train" else test_ds, reference_limit,
-                           batch_size=batch_size, num_workers=workers, progress=progress)
+        images = test_ds if reference_root is None and reference_split == "test" else split_records(reference_records)
+        return real_images(images, reference_limit, batch_size=batch_size, num_workers=workers, progress=progress)
 
     # (3) networks and cached reference data; fails here, before generating, when something is missing
     damsm_dir = option(m.r_precision, "damsm")
@@ -127,7 +147,7 @@ def main(cfg: DictConfig) -> None:
     suite = build_suite(
         names, data_name=str(cfg.data.name), runs_dir=cfg.runs_dir, reference_images=reference,
         reference_split=reference_split, reference_limit=reference_limit,
-        reference_fingerprint=_fingerprint(source.records(reference_split)),
+        reference_fingerprint=_fingerprint(reference_records, reference_root or option(cfg.data, "root", "")),
         train_images=lambda: itertools.chain(
             real_images(split("train"), batch_size=batch_size, num_workers=workers, progress=progress),
             real_images(judge_ds, batch_size=batch_size, num_workers=workers, progress=progress)),
@@ -151,7 +171,8 @@ def main(cfg: DictConfig) -> None:
         stream = generated_images(pipe, test_ds.records, num_images, seed=seed, batch_size=batch_size, progress=progress)
     results = evaluate(names, stream, suite, seed=seed)
     results.update(data=str(cfg.data.name), split="test", reference_split=reference_split, image_size=image_size,
-                   real=bool(cfg.real), export=str(export) if export else None)
+                   real=bool(cfg.real), export=str(export) if export else None,
+                   reference_root=str(reference_root) if reference_root is not None else None)
     if export is not None:
         results["weights"].update({str(p): sha256_file(p) for p in sorted(Path(export).glob("*.safetensors"))})
     if out_dir is None:  # a new numbered folder beside the model (or the data's real-image evaluations)

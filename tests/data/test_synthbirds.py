@@ -236,3 +236,49 @@ def test_prepare_data_tool_renders_and_reports(tmp_path: Path) -> None:
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "colour" in bad.stderr
     with pytest.raises(ConfigError):
         sb.is_rendered(root, colour="red")
+
+
+def test_fixed_variation_keeps_species_and_captions_and_holds_pose_and_background(rendered: Path, tmp_path: Path) -> None:
+    fixed = sb.render_dataset(tmp_path / "f", **SETTINGS, fixed=["background", "pose"], workers=1, progress=False)
+    text = sorted((rendered / "text").rglob("*.txt"))
+    assert [p.read_bytes() for p in text] == [(fixed / p.relative_to(rendered)).read_bytes() for p in text]
+    species = sb.make_species(SETTINGS["num_species"], SETTINGS["seed"])
+    birds = [sb.fix_variation(sb.sample_bird(sp, sb.image_rng(SETTINGS["seed"], sb.image_index(sp, n, 3))),
+                              ["pose", "background"]) for sp in species for n in (1, 2, 3)]
+    assert {(b.facing, b.width_fraction, b.centre, b.tilt, b.wing_angle, b.gradient) for b in birds} == \
+        {("left", 0.8, (0.5, 0.5), 0.0, 0.0, False)}
+    assert all(b.background in b.species.backgrounds() for b in birds)
+    for sp in species:  # one image of a species is the same picture as any other of it, but for its shading
+        a, b = (np.asarray(Image.open(fixed / sb.CUB_DIR / "images" / sp.folder / f"{sp.folder.split('.')[1]}_{n:04d}.jpg"),
+                           dtype=np.float32) for n in (1, 2))
+        assert np.abs(a - b).mean() < 12.0
+    # the settings mark the render: a default render is not taken for a fixed one, nor the other way round
+    assert sb.is_rendered(fixed, **SETTINGS, fixed=["pose", "background"])
+    assert not sb.is_rendered(fixed, **SETTINGS) and not sb.is_rendered(rendered, **SETTINGS, fixed=["pose"])
+    with pytest.raises(ConfigError, match="pose"):
+        sb.render_dataset(tmp_path / "g", **SETTINGS, fixed=["wings"], workers=1, progress=False)
+    with pytest.raises(ConfigError, match="list"):
+        sb.render_dataset(tmp_path / "g", **SETTINGS, fixed="pose", workers=1, progress=False)
+
+
+def test_a_render_from_before_the_fixed_setting_counts_as_rendered(tmp_path: Path) -> None:
+    import json
+
+    root = sb.render_dataset(tmp_path / "old", **SETTINGS, workers=1, progress=False)
+    meta = json.loads((root / sb.MARKER).read_text())
+    del meta["settings"]["fixed"]
+    (root / sb.MARKER).write_text(json.dumps(meta))
+    assert sb.is_rendered(root, **SETTINGS) and not sb.is_rendered(root, **SETTINGS, fixed=["pose"])
+
+
+def test_blur_smooths_every_image_and_marks_the_render(rendered: Path, tmp_path: Path) -> None:
+    blurred = sb.render_dataset(tmp_path / "b", **SETTINGS, blur=2.0, workers=1, progress=False)
+
+    def edges(root: Path) -> float:  # mean absolute difference of horizontal neighbours
+        images = [np.asarray(Image.open(p), dtype=np.float32) for p in sorted((root / sb.CUB_DIR / "images").rglob("*.jpg"))]
+        return float(np.mean([np.abs(np.diff(x, axis=1)).mean() for x in images]))
+
+    assert edges(blurred) < 0.6 * edges(rendered)
+    assert sb.is_rendered(blurred, **SETTINGS, blur=2.0) and not sb.is_rendered(blurred, **SETTINGS)
+    with pytest.raises(ConfigError, match="blur"):
+        sb.render_dataset(tmp_path / "c", **SETTINGS, blur=-1, workers=1, progress=False)

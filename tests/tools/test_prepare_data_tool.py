@@ -125,3 +125,10 @@ def test_damsm_then_attngan_on_an_image_folder(tmp_path):
     meta = json.loads((run_dir / "export" / "model.json").read_text())
     assert meta["step"] == 2 and json.loads((run_dir / "export" / "vocab.json").read_text())["itos"] == vocab["itos"]
     assert (run_dir / "samples" / "step000002_stage1.png").is_file()
+
+
+def test_bad_render_diagnostics_are_one_line_and_write_nothing(tmp_path):
+    for value, message in (("data.render.fixed=[wings]", "fixed="), ("data.render.blur=-2", "blur=")):
+        proc = run(PREPARE, "data=synthbirds", f"data.root={tmp_path / 'birds'}", value, cwd=tmp_path, check=False)
+        one_error_line(proc, message)
+        assert not (tmp_path / "birds").exists()

@@ -21,8 +21,9 @@ from t2i.data.synthbirds.contact_sheet import contact_sheet
 from t2i.data.synthbirds.drawing import PART_LABELS, draw_bird
 from t2i.data.synthbirds.recolour import PaletteSwap
 from t2i.data.synthbirds.render import (CUB_DIR, DEFAULTS, FORMAT_VERSION, INCOMPLETE_MARKER, MARKER, check_settings,
-                                        is_rendered, read_summary, render_dataset)
-from t2i.data.synthbirds.species import BACKGROUNDS, CAPTION_PARTS, Bird, Species, make_species, sample_bird
+                                        image_index, image_rng, is_rendered, read_summary, render_dataset)
+from t2i.data.synthbirds.species import (BACKGROUNDS, CAPTION_PARTS, VARIATIONS, Bird, Species, fix_variation,
+                                         make_species, sample_bird)
 
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "INCOMPLETE_MARKER", "MARKER",
     "COLOURS", "COLOUR_WORDS", "DEFAULTS", "FORMAT_VERSION", "MAX_CAPTION_WORDS", "PARTS", "PART_LABELS", "PART_WORDS",
     "SIZES", "SIZE_ATTRIBUTES", "Bird", "PaletteSwap", "Species", "attribute_names", "caption_attributes", "check_settings",
-    "colour_attribute", "contact_sheet", "draw_bird", "is_rendered", "make_captions", "make_species",
-    "parse_attribute_name", "read_summary", "render_dataset", "sample_bird",
+    "VARIATIONS", "colour_attribute", "contact_sheet", "draw_bird", "fix_variation", "image_index", "image_rng",
+    "is_rendered", "make_captions", "make_species", "parse_attribute_name", "read_summary", "render_dataset",
+    "sample_bird",
 ]

@@ -21,12 +21,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
 
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from t2i.data.attributes import COLOUR_WORDS, COLOURS
 from t2i.data.synthbirds.drawing import draw_bird
 from t2i.data.synthbirds.render import image_index, image_rng, read_summary
-from t2i.data.synthbirds.species import Bird, Species, make_species, sample_bird
+from t2i.data.synthbirds.species import Bird, Species, fix_variation, make_species, sample_bird
 from t2i.errors import DataError
 
 if TYPE_CHECKING:
@@ -81,6 +81,8 @@ class PaletteSwap:
         self.probability = float(probability)
         self.seed = int(settings["seed"])
         self.images_per_species = int(settings["images_per_species"])
+        self.fixed = tuple(settings.get("fixed", ()))
+        self.blur = float(settings.get("blur", 0.0))
         self.render_size = min(int(settings["image_size"]), int(render_size or settings["image_size"]))
         self.species: dict[str, Species] = {sp.folder: sp for sp in make_species(int(settings["num_species"]),
                                                                                    self.seed)}
@@ -111,7 +113,7 @@ class PaletteSwap:
         if species is None or not number.isdigit():
             raise DataError(f"image {key!r} is not an image of this synthetic-bird render")
         rng = image_rng(self.seed, image_index(species, int(number), self.images_per_species))
-        return sample_bird(species, rng)
+        return fix_variation(sample_bird(species, rng), self.fixed)
 
     def image(self, key: str, mapping: Mapping[str, str]) -> Image.Image:
         """Image ``key`` drawn with every palette colour ``c`` replaced by ``mapping[c]``, cropped around the bird
@@ -122,6 +124,8 @@ class PaletteSwap:
         colours = {part: mapping.get(c, c) for part, c in bird.species.colours.items()}
         bird = replace(bird, species=replace(bird.species, colours=colours))
         image, _, bbox = draw_bird(bird, self.render_size)
+        if self.blur > 0:  # as the render blurred it
+            image = image.filter(ImageFilter.GaussianBlur(self.blur * self.render_size / 64))
         return image.crop(crop_box(image.width, image.height, bbox))
 
     @staticmethod

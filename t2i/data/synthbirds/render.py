@@ -40,12 +40,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import ImageFilter
 
 from t2i.data.attributes import (BEAK_LENGTH_ATTRIBUTES, CERTAINTIES, CERTAINTY_DEFINITELY, SIZE_ATTRIBUTES,
                                   attribute_names, colour_attribute)
 from t2i.data.synthbirds.captions import make_captions
 from t2i.data.synthbirds.drawing import draw_bird
-from t2i.data.synthbirds.species import Species, make_species, sample_bird
+from t2i.data.synthbirds.species import VARIATIONS, Species, fix_variation, make_species, sample_bird
 from t2i.errors import ConfigError, DataError
 from t2i.io import atomic_write_text
 from t2i.workers import exit_with_parent
@@ -72,6 +73,8 @@ class _Job:
     captions: int
     seed: int
     root: str
+    fixed: tuple[str, ...] = ()
+    blur: float = 0.0
 
 
 def _image_key(species: Species, number: int) -> str:
@@ -92,8 +95,10 @@ def image_index(species: Species, number: int, images_per_species: int) -> int:
 def _render_one(job: _Job) -> tuple[int, str, tuple[int, int, int, int], list[str]]:
     """Render, save and caption one image; seeded from (seed, image index) only, never worker order."""
     rng = image_rng(job.seed, job.index)
-    bird = sample_bird(job.species, rng)
+    bird = fix_variation(sample_bird(job.species, rng), job.fixed)
     image, _, bbox = draw_bird(bird, job.image_size)
+    if job.blur > 0:  # radius in pixels of a 64-px image, scaled to the render's size
+        image = image.filter(ImageFilter.GaussianBlur(job.blur * job.image_size / 64))
     key = _image_key(job.species, job.number)
     root = Path(job.root)
     image.save(root / CUB_DIR / "images" / f"{key}.jpg", "JPEG", quality=JPEG_QUALITY)
@@ -103,10 +108,16 @@ def _render_one(job: _Job) -> tuple[int, str, tuple[int, int, int, int], list[st
 
 
 def _settings(num_species: int, images_per_species: int, image_size: int, test_fraction: float,
-              captions_per_image: int, seed: int) -> dict[str, Any]:
+              captions_per_image: int, seed: int, fixed: Any = (), blur: float = 0.0) -> dict[str, Any]:
+    if isinstance(fixed, str) or not all(isinstance(f, str) and f in VARIATIONS for f in fixed):
+        raise ConfigError(f"render fixed={fixed!r}: give a list of variations to hold fixed, of {list(VARIATIONS)} "
+                          "(e.g. fixed=[pose,background]); [] renders every variation")
+    if not isinstance(blur, (int, float)) or not 0.0 <= float(blur) <= 16.0:
+        raise ConfigError(f"render blur={blur!r}: a Gaussian blur radius in pixels at 64 px, from 0 (off) to 16")
     return {"num_species": int(num_species), "images_per_species": int(images_per_species),
             "image_size": int(image_size), "test_fraction": float(test_fraction),
-            "captions_per_image": int(captions_per_image), "seed": int(seed)}
+            "captions_per_image": int(captions_per_image), "seed": int(seed),
+            "fixed": [v for v in VARIATIONS if v in fixed], "blur": float(blur)}
 
 
 DEFAULTS: dict[str, Any] = _settings(80, 40, 256, 0.25, 10, 0)
@@ -135,7 +146,8 @@ def is_rendered(root: str | Path, **settings: Any) -> bool:
     except (OSError, ValueError):
         return False
     wanted = _settings(**{**DEFAULTS, **settings})
-    return meta.get("format_version") == FORMAT_VERSION and meta.get("settings") == wanted
+    stored = meta.get("settings")  # a render from before a setting existed has that setting's default
+    return meta.get("format_version") == FORMAT_VERSION and isinstance(stored, dict) and {**DEFAULTS, **stored} == wanted
 
 
 def read_summary(root: str | Path) -> dict[str, Any]:
@@ -190,6 +202,8 @@ def render_dataset(
     test_fraction: float = DEFAULTS["test_fraction"],
     captions_per_image: int = DEFAULTS["captions_per_image"],
     seed: int = DEFAULTS["seed"],
+    fixed: Any = (),
+    blur: float = 0.0,
     workers: int | None = None,
     progress: bool = True,
 ) -> Path:
@@ -205,13 +219,18 @@ def render_dataset(
         test_fraction: fraction of species held out for the test split.
         captions_per_image: captions per image (CUB has 10).
         seed: seed of species schemes, split and every image.
+        fixed: variations to hold fixed in every image, of :data:`.species.VARIATIONS` (``pose``, ``background``):
+            a diagnostic set for FID (README "Why FID stays high"); the default ``()`` draws them all.
+        blur: Gaussian blur of every image, radius in pixels of a 64-px image (scaled to ``image_size``): another
+            diagnostic for FID; 0 (the default) is off.
         workers: rendering processes; None = ``os.cpu_count()``, 1 = in this process.
         progress: show a tqdm progress bar.
 
     Returns:
         ``root`` as a Path.
     """
-    settings = _settings(num_species, images_per_species, image_size, test_fraction, captions_per_image, seed)
+    settings = _settings(num_species, images_per_species, image_size, test_fraction, captions_per_image, seed, fixed,
+                         blur)
     if num_species < 1 or images_per_species < 1 or image_size < 32 or captions_per_image < 1:
         raise DataError(f"render settings out of range: {settings}; need >=1 species/images/captions, size >= 32")
     if not 0.0 <= test_fraction < 1.0:
@@ -225,8 +244,8 @@ def render_dataset(
     for sp in species:
         (cub / "images" / sp.folder).mkdir(parents=True, exist_ok=True)
         (root / "text" / sp.folder).mkdir(parents=True, exist_ok=True)
-    jobs = [_Job(image_index(sp, n + 1, images_per_species), sp, n + 1, image_size, captions_per_image, seed, str(root))
-            for sp in species for n in range(images_per_species)]
+    jobs = [_Job(image_index(sp, n + 1, images_per_species), sp, n + 1, image_size, captions_per_image, seed, str(root),
+                 tuple(settings["fixed"]), settings["blur"]) for sp in species for n in range(images_per_species)]
 
     results: list[Any] = [None] * len(jobs)
     workers = (os.cpu_count() or 1) if workers is None else max(1, int(workers))

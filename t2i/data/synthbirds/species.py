@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -156,3 +157,24 @@ def sample_bird(species: Species, rng: np.random.Generator) -> Bird:
         gradient=bool(rng.random() < 0.7),
         bg_jitter=tuple(int(v) for v in rng.integers(-10, 11, size=3)),  # type: ignore[arg-type]
     )
+
+
+VARIATIONS: tuple[str, ...] = ("pose", "background")
+"""Per-image variation that a render can hold fixed (``render_dataset(fixed=...)``): ``pose`` (facing left, one
+size, centred, level, wings and tail at rest) and ``background`` (the plain "mist" grey, or the first background the
+species allows). A diagnostic: how much of a generator's FID the variety of the real images accounts for."""
+MIST = next(i for i, bg in enumerate(BACKGROUNDS) if bg.name == "mist")
+
+
+def fix_variation(bird: Bird, fixed: Sequence[str]) -> Bird:
+    """``bird`` with the variation named in ``fixed`` (of :data:`VARIATIONS`) replaced by one value for every image.
+
+    The species, its colours and the captions' words (``size`` included) are unchanged.
+    """
+    if "pose" in fixed:
+        bird = replace(bird, facing="left", width_fraction=0.8, centre=(0.5, 0.5), tilt=0.0, head_offset=(0.0, 0.0),
+                       wing_angle=0.0, tail_angle=0.0)
+    if "background" in fixed:
+        allowed = bird.species.backgrounds()
+        bird = replace(bird, background=MIST if MIST in allowed else allowed[0], gradient=False, bg_jitter=(0, 0, 0))
+    return bird
