@@ -3,8 +3,8 @@
     python tools/evaluate.py checkpoint=runs/synthbirds/attngan/export metrics.names=[fid,r_precision,attribute_accuracy] num_images=500
     python tools/evaluate.py real=true                      # real test images as if generated: FID(train, test), ceilings
     python tools/evaluate.py metrics=dmgan seed=1          # DM-GAN's protocol (tf1 profile, dropped sample per fold)
-    python tools/evaluate.py real=true data.root=data/synthbirds_posed reference_root=data/synthbirds image_size=64 \
-        metrics.names=[fid] num_images=800   # a render with fixed variation (data.render.fixed) against the default one
+    python tools/evaluate.py real=true data.root=data/synthbirds_fixed 'data.render.fixed=[pose,background]' \
+        reference_root=data/synthbirds image_size=64 metrics.names=[fid] num_images=800   # one render against another
 
 Images come from the test split's captions (t2i.evaluation.caption_plan); FID/KID compare with the real test
 images (real=true: with the real train images; reference_root=: with the test images of another data root), whose statistics are cached in runs/<data>/stats/. Writes
