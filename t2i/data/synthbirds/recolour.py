@@ -21,11 +21,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
 
-from PIL import Image, ImageFilter
+from PIL import Image
 
 from t2i.data.attributes import COLOUR_WORDS, COLOURS
 from t2i.data.synthbirds.drawing import draw_bird
-from t2i.data.synthbirds.render import image_index, image_rng, read_summary
+from t2i.data.synthbirds.render import blur_image, image_index, image_rng, read_summary
 from t2i.data.synthbirds.species import Bird, Species, fix_variation, make_species, sample_bird
 from t2i.errors import DataError
 
@@ -124,8 +124,7 @@ class PaletteSwap:
         colours = {part: mapping.get(c, c) for part, c in bird.species.colours.items()}
         bird = replace(bird, species=replace(bird.species, colours=colours))
         image, _, bbox = draw_bird(bird, self.render_size)
-        if self.blur > 0:  # as the render blurred it
-            image = image.filter(ImageFilter.GaussianBlur(self.blur * self.render_size / 64))
+        image = blur_image(image, self.blur)  # as the render blurred it
         return image.crop(crop_box(image.width, image.height, bbox))
 
     @staticmethod

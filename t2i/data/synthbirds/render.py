@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import ImageFilter
+from PIL import Image, ImageFilter
 
 from t2i.data.attributes import (BEAK_LENGTH_ATTRIBUTES, CERTAINTIES, CERTAINTY_DEFINITELY, SIZE_ATTRIBUTES,
                                   attribute_names, colour_attribute)
@@ -92,13 +92,17 @@ def image_index(species: Species, number: int, images_per_species: int) -> int:
     return (species.class_id - 1) * images_per_species + number - 1
 
 
+def blur_image(image: Image.Image, blur: float) -> Image.Image:
+    """``image`` under the render's ``blur`` (a Gaussian radius in pixels of a 64-px image, scaled to its size)."""
+    return image.filter(ImageFilter.GaussianBlur(blur * image.width / 64)) if blur > 0 else image
+
+
 def _render_one(job: _Job) -> tuple[int, str, tuple[int, int, int, int], list[str]]:
     """Render, save and caption one image; seeded from (seed, image index) only, never worker order."""
     rng = image_rng(job.seed, job.index)
     bird = fix_variation(sample_bird(job.species, rng), job.fixed)
     image, _, bbox = draw_bird(bird, job.image_size)
-    if job.blur > 0:  # radius in pixels of a 64-px image, scaled to the render's size
-        image = image.filter(ImageFilter.GaussianBlur(job.blur * job.image_size / 64))
+    image = blur_image(image, job.blur)
     key = _image_key(job.species, job.number)
     root = Path(job.root)
     image.save(root / CUB_DIR / "images" / f"{key}.jpg", "JPEG", quality=JPEG_QUALITY)
